@@ -1,0 +1,261 @@
+"""Monotone schedules: constant, step, multistep, exponential, polynomial,
+linear, cosine, and the exponential range sweep of the LR range test.
+
+Every factory returns ``schedule(step) -> value``, a closed form of the step
+(the number of updates already applied, first update at ``step = 0``). Steps
+may be ints, floats (fractional epochs) or arrays; negative steps are treated
+as 0. Values come out in the default float dtype (float32, or float64 with
+x64 enabled). Every numeric hyperparameter may be a traced JAX value, so
+``jax.vmap`` over a grid of hyperparameters works; only concrete values are
+validated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import as_float, check_nonnegative, check_positive, check_range, concrete
+
+Schedule = Callable[[Any], jax.Array]
+ArrayLike = Any
+
+
+def as_step(step: ArrayLike) -> jax.Array:
+    """The step as a float array, clamped at 0."""
+    return jnp.maximum(as_float(step), 0.0)
+
+
+def floor_divmod(step: ArrayLike, size: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``(floor(step / size), step - floor(step / size) * size)`` as floats.
+
+    Exact integer arithmetic when both are integers (so steps near ``2**31``
+    are not rounded through float32); otherwise float division with a
+    correction step so that an exact multiple never lands in the previous
+    period because of rounding.
+    """
+    step_arr, size_arr = jnp.asarray(step), jnp.asarray(size)
+    if jnp.issubdtype(step_arr.dtype, jnp.integer) and jnp.issubdtype(
+        size_arr.dtype, jnp.integer
+    ):
+        step_arr = jnp.maximum(step_arr, 0)
+        size_arr = size_arr.astype(step_arr.dtype)
+        q = step_arr // size_arr
+        return as_float(q), as_float(step_arr - q * size_arr)
+    t, s = as_step(step_arr), as_float(size_arr)
+    q = jnp.floor(t / s)
+    q = jnp.where(q * s > t, q - 1.0, q)
+    q = jnp.where((q + 1.0) * s <= t, q + 1.0, q)
+    return q, jnp.clip(t - q * s, 0.0, s)
+
+
+def cos_anneal(start: jax.Array, end: jax.Array, remaining: jax.Array) -> jax.Array:
+    """Half-cosine from ``start`` to ``end``; ``remaining`` runs from 1 to 0.
+
+    ``end + (start - end) * (1 + cos(pi * (1 - remaining))) / 2``, written as
+    ``start * sin(pi/2 r)**2 + end * cos(pi/2 r)**2`` so that both endpoints
+    are exact and values close to either end keep full relative precision.
+    """
+    angle = 0.5 * jnp.pi * remaining
+    return start * jnp.square(jnp.sin(angle)) + end * jnp.square(jnp.cos(angle))
+
+
+def linear_anneal(start: jax.Array, end: jax.Array, remaining: jax.Array) -> jax.Array:
+    """Straight line from ``start`` to ``end``; ``remaining`` runs from 1 to 0
+    (``start * r + end * (1 - r)``: both endpoints exact)."""
+    return start * remaining + end * (1.0 - remaining)
+
+
+def constant(value: ArrayLike) -> Schedule:
+    """A schedule that always returns ``value``.
+
+    Examples:
+        >>> from fnopt import schedules
+        >>> float(schedules.constant(0.1)(1000))
+        0.10000000149011612
+    """
+    concrete("constant", "value", value)
+
+    def schedule(step):
+        return jnp.broadcast_to(as_float(value), jnp.shape(step))
+
+    return schedule
+
+
+def step_decay(init_value: ArrayLike, step_size: ArrayLike, gamma: ArrayLike = 0.1) -> Schedule:
+    """``init_value * gamma ** floor(step / step_size)``: torch ``StepLR``.
+
+    Args:
+        init_value: value at step 0.
+        step_size: steps between decays, > 0 (may be fractional).
+        gamma: multiplicative factor per decay, in (0, 1].
+
+    Examples:
+        >>> from fnopt import schedules
+        >>> s = schedules.step_decay(1.0, step_size=30, gamma=0.1)
+        >>> [round(float(s(t)), 4) for t in (0, 29, 30, 60)]
+        [1.0, 1.0, 0.1, 0.01]
+    """
+    concrete("step_decay", "init_value", init_value)
+    check_positive("step_decay", "step_size", step_size)
+    check_range("step_decay", "gamma", gamma, 0.0, 1.0, low_open=True)
+
+    def schedule(step):
+        q, _ = floor_divmod(step, step_size)
+        return as_float(init_value) * as_float(gamma) ** q
+
+    return schedule
+
+
+def multistep_decay(
+    init_value: ArrayLike, milestones: Sequence[ArrayLike] | jax.Array, gamma: ArrayLike = 0.1
+) -> Schedule:
+    """``init_value * gamma ** (number of milestones <= step)``: torch ``MultiStepLR``.
+
+    A milestone listed twice counts twice (as in torch). Milestones need not be
+    sorted and may be a traced array.
+
+    Args:
+        init_value: value at step 0.
+        milestones: steps at which the value is multiplied by ``gamma``, >= 0.
+        gamma: multiplicative factor, in (0, 1].
+    """
+    concrete("multistep_decay", "init_value", init_value)
+    if not isinstance(milestones, jax.Array) and not hasattr(milestones, "__len__"):
+        raise ValueError(
+            f"`multistep_decay(milestones=...)` must be a sequence of steps, got {milestones!r}"
+        )
+    check_nonnegative("multistep_decay", "milestones", milestones)
+    check_range("multistep_decay", "gamma", gamma, 0.0, 1.0, low_open=True)
+    marks = as_float(milestones).reshape(-1)
+
+    def schedule(step):
+        t = as_step(step)
+        passed = marks.reshape(marks.shape + (1,) * t.ndim) <= t
+        return as_float(init_value) * as_float(gamma) ** jnp.sum(passed, axis=0).astype(t.dtype)
+
+    return schedule
+
+
+def exponential_decay(init_value: ArrayLike, gamma: ArrayLike) -> Schedule:
+    """``init_value * gamma ** step``: torch ``ExponentialLR``.
+
+    Args:
+        init_value: value at step 0.
+        gamma: multiplicative factor per step, in (0, 1].
+    """
+    concrete("exponential_decay", "init_value", init_value)
+    check_range("exponential_decay", "gamma", gamma, 0.0, 1.0, low_open=True)
+
+    def schedule(step):
+        return as_float(init_value) * as_float(gamma) ** as_step(step)
+
+    return schedule
+
+
+def polynomial_decay(
+    init_value: ArrayLike,
+    total_steps: ArrayLike,
+    power: ArrayLike = 1.0,
+    end_value: ArrayLike = 0.0,
+) -> Schedule:
+    """Polynomial decay to ``end_value`` over ``total_steps``, then held.
+
+    ``end + (init - end) * (1 - min(step, total_steps) / total_steps) ** power``;
+    equals torch ``PolynomialLR`` (``total_iters=total_steps``) when
+    ``end_value = 0``.
+
+    Args:
+        init_value: value at step 0.
+        total_steps: steps to reach ``end_value``, > 0.
+        power: exponent, > 0.
+        end_value: value from ``total_steps`` on.
+    """
+    concrete("polynomial_decay", "init_value", init_value)
+    check_positive("polynomial_decay", "total_steps", total_steps)
+    check_positive("polynomial_decay", "power", power)
+    concrete("polynomial_decay", "end_value", end_value)
+
+    def schedule(step):
+        total = as_float(total_steps)
+        remaining = (total - jnp.minimum(as_step(step), total)) / total
+        return linear_anneal(as_float(init_value), as_float(end_value), remaining ** as_float(power))
+
+    return schedule
+
+
+def linear(start_value: ArrayLike, end_value: ArrayLike, total_steps: ArrayLike) -> Schedule:
+    """Straight line from ``start_value`` to ``end_value`` over ``total_steps``, then held.
+
+    torch ``LinearLR`` written with absolute values instead of factors.
+
+    Args:
+        start_value: value at step 0.
+        end_value: value from ``total_steps`` on.
+        total_steps: length of the ramp, > 0.
+    """
+    concrete("linear", "start_value", start_value)
+    concrete("linear", "end_value", end_value)
+    check_positive("linear", "total_steps", total_steps)
+
+    def schedule(step):
+        total = as_float(total_steps)
+        remaining = (total - jnp.minimum(as_step(step), total)) / total
+        return linear_anneal(as_float(start_value), as_float(end_value), remaining)
+
+    return schedule
+
+
+def cosine_decay(init_value: ArrayLike, total_steps: ArrayLike, min_value: ArrayLike = 0.0) -> Schedule:
+    """Half-cosine from ``init_value`` to ``min_value`` over ``total_steps``, then held.
+
+    ``min + (init - min) * (1 + cos(pi * step / total_steps)) / 2``: torch
+    ``CosineAnnealingLR`` (``T_max=total_steps``, ``eta_min=min_value``) for
+    ``step <= total_steps``. torch then rises again; fnopt holds ``min_value``
+    (use :func:`cosine_warm_restarts` for restarts).
+
+    Args:
+        init_value: value at step 0.
+        total_steps: length of the half-period, > 0.
+        min_value: value from ``total_steps`` on.
+
+    References:
+        Loshchilov & Hutter, SGDR, 2017, https://arxiv.org/abs/1608.03983
+    """
+    concrete("cosine_decay", "init_value", init_value)
+    check_positive("cosine_decay", "total_steps", total_steps)
+    concrete("cosine_decay", "min_value", min_value)
+
+    def schedule(step):
+        total = as_float(total_steps)
+        remaining = (total - jnp.minimum(as_step(step), total)) / total
+        return cos_anneal(as_float(init_value), as_float(min_value), remaining)
+
+    return schedule
+
+
+def exponential_range(start_value: ArrayLike, end_value: ArrayLike, num_steps: ArrayLike) -> Schedule:
+    """``start * (end / start) ** (step / num_steps)``: the LR range test sweep.
+
+    Geometric interpolation from ``start_value`` (step 0) to ``end_value``
+    (step ``num_steps``); held at ``end_value`` after that so that values stay
+    finite for every step. Decreasing sweeps (``end < start``) are allowed.
+
+    Args:
+        start_value: value at step 0, > 0.
+        end_value: value at ``num_steps``, > 0.
+        num_steps: length of the sweep, > 0.
+    """
+    check_positive("exponential_range", "start_value", start_value)
+    check_positive("exponential_range", "end_value", end_value)
+    check_positive("exponential_range", "num_steps", num_steps)
+
+    def schedule(step):
+        total = as_float(num_steps)
+        frac = jnp.minimum(as_step(step), total) / total
+        start = as_float(start_value)
+        return start * jnp.exp(frac * jnp.log(as_float(end_value) / start))
+
+    return schedule
