@@ -130,7 +130,10 @@ def suggest(lrs: np.ndarray, losses: np.ndarray, num_steps: int) -> dict[str, fl
 
 
 def _stack_batches(batches: Any, num_steps: int) -> Any:
-    leaves = jax.tree_util.tree_leaves(batches)
+    # A dict, tuple or array is a pytree of stacked steps; a list or any other
+    # iterable is a sequence of batches.
+    is_pytree = isinstance(batches, (dict, tuple)) or hasattr(batches, "shape")
+    leaves = jax.tree_util.tree_leaves(batches) if is_pytree else []
     if leaves and all(hasattr(leaf, "shape") for leaf in leaves):
         steps = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in leaves}
         if len(steps) != 1:
@@ -184,8 +187,9 @@ def lr_find(
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``.
         params: initial parameters (a pytree).
-        batches: a pytree of arrays whose leading axis is the step (at least
-            ``num_steps`` long), or an iterable of batches.
+        batches: a pytree (dict, tuple or array) of arrays whose leading
+            axis is the step (at least ``num_steps`` long), or a list /
+            iterable of at least ``num_steps`` batches.
         make_optimizer: ``make_optimizer(learning_rate)`` builds the optimizer
             to probe, e.g. ``lambda lr: fnopt.sgd(lr, momentum=0.9)``.
         start_lr: first learning rate, > 0.

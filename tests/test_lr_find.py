@@ -57,7 +57,7 @@ def test_iterable_batches_give_the_same_record_as_stacked_arrays():
     loss_fn, params, batches, _ = _least_squares(num_steps=20)
     stacked = lr_find(loss_fn, params, batches, optax.sgd, start_lr=1e-4, end_lr=1e-1, num_steps=20)
     listed = [{"x": batches["x"][i], "y": batches["y"][i]} for i in range(20)] * 2
-    iterated = lr_find(loss_fn, params, iter(listed), optax.sgd, start_lr=1e-4, end_lr=1e-1, num_steps=20)
+    iterated = lr_find(loss_fn, params, listed, optax.sgd, start_lr=1e-4, end_lr=1e-1, num_steps=20)
     np.testing.assert_allclose(iterated.losses, stacked.losses, rtol=1e-6)
 
 
