@@ -86,7 +86,7 @@ def join(schedules: Sequence[Schedule | ArrayLike], boundaries: Sequence[ArrayLi
         marks = concrete("join", "boundaries", boundaries)
         if marks is not None and (marks[1:] < marks[:-1]).any():
             raise ValueError(f"`join(boundaries=...)` must be non-decreasing, got {list(marks)}")
-    marks_arr = as_float(jnp.stack([jnp.asarray(b) for b in boundaries])) if len(boundaries) else None
+    marks_arr = jnp.stack([as_float(b) for b in boundaries]) if len(boundaries) else None
 
     def joined(step):
         t = as_step(step)

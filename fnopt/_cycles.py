@@ -17,21 +17,32 @@ from ._checks import (
     check_range,
     concrete,
 )
-from ._decay import ArrayLike, Schedule, as_step, cos_anneal, floor_divmod, linear_anneal
+from ._decay import (
+    ArrayLike,
+    Schedule,
+    as_step,
+    cos_anneal,
+    floor_divmod,
+    fractions,
+    linear_anneal,
+    power,
+)
 
 _ANNEAL = {"cos": cos_anneal, "linear": linear_anneal}
 
 
-def _remaining(t: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
-    """Fraction of the phase ``[lo, hi]`` still ahead of ``t``, in [0, 1].
+def _position(t: jax.Array, lo: jax.Array, hi: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(remaining, progress)`` of ``t`` in the phase ``[lo, hi]``, in [0, 1].
 
-    Computed as ``(hi - t) / (hi - lo)`` rather than ``1 - (t - lo) / (hi - lo)``
-    to keep relative precision near the end of the phase. An empty phase
-    (``hi <= lo``) counts as finished (0).
+    ``(hi - t) / (hi - lo)`` and ``(t - lo) / (hi - lo)`` from
+    :func:`fractions` (full relative precision near both ends, exact ends).
+    An empty phase (``hi <= lo``) counts as finished (remaining 0, progress 1).
     """
     length = hi - lo
     ok = length > 0
-    return jnp.where(ok, jnp.clip((hi - t) / jnp.where(ok, length, 1.0), 0.0, 1.0), 0.0)
+    t = jnp.clip(t, lo, jnp.maximum(hi, lo))
+    remaining, progress = fractions(hi - t, t - lo, jnp.where(ok, length, 1.0))
+    return jnp.where(ok, remaining, 0.0), jnp.where(ok, progress, 1.0)
 
 
 # ---------------------------------------------------------------- restarts
@@ -80,8 +91,7 @@ def _restarts(call: str, anneal, init_value, first_period, period_mult, min_valu
 
     def schedule(step):
         t_cur, period = restart_position(step, first_period, period_mult)
-        remaining = (period - t_cur) / period
-        return anneal(as_float(init_value), as_float(min_value), remaining)
+        return anneal(as_float(init_value), as_float(min_value), *fractions(period - t_cur, t_cur, period))
 
     return schedule
 
@@ -145,36 +155,39 @@ def linear_warm_restarts(
 
 def _one_cycle_phases(
     step: ArrayLike, total_steps, pct_start, values, three_phase: bool
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The phase of ``step`` in torch ``OneCycleLR``: returns (start, end, remaining).
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The phase of ``step`` in torch ``OneCycleLR``: returns (start value, end
+    value, remaining, progress).
 
     torch's phases end at steps ``pct*T - 1``, (``2*pct*T - 2``), ``T - 1``;
     the value moves from the phase's start value to its end value. Steps past
-    ``T - 1`` hold the final value. A phase of zero length (torch divides by
-    zero there) is treated as already finished.
+    ``T - 1`` hold the value at ``T - 1`` (with ``three_phase`` and
+    ``pct_start > 0.5`` that is still in the second phase). A phase of zero
+    length (torch divides by zero there) is treated as already finished.
     """
-    t = as_step(step)
     total = as_float(total_steps)
     pct = as_float(pct_start)
     last = total - 1.0
+    t = jnp.minimum(as_step(step), last)
     ends = [pct * total - 1.0]
     if three_phase:
         ends.append(2.0 * pct * total - 2.0)
     ends.append(last)
     starts = [jnp.zeros_like(total)] + ends[:-1]
-    start_v, end_v, remaining = values[0][0], values[0][1], None
+    start_v, end_v, remaining, progress = values[0][0], values[0][1], None, None
     # Walk the phases from the last to the first so the earliest match wins.
     for i in reversed(range(len(ends))):
         lo, hi = starts[i], ends[i]
-        rem = _remaining(t, lo, hi)
+        rem, prog = _position(t, lo, hi)
         if i == len(ends) - 1:
-            start_v, end_v, remaining = values[i][0], values[i][1], rem
+            start_v, end_v, remaining, progress = values[i][0], values[i][1], rem, prog
         else:
             here = t <= hi
             start_v = jnp.where(here, values[i][0], start_v)
             end_v = jnp.where(here, values[i][1], end_v)
             remaining = jnp.where(here, rem, remaining)
-    return start_v, end_v, remaining
+            progress = jnp.where(here, prog, progress)
+    return start_v, end_v, remaining, progress
 
 
 def _check_one_cycle(call, total_steps, pct_start, anneal):
@@ -291,8 +304,13 @@ def _cyclic_wave(step, step_size_up, step_size_down, mode, gamma) -> jax.Array:
     two are equal in exact arithmetic and the former is exact for integers.
     """
     down_size = step_size_up if step_size_down is None else step_size_down
-    cycles, pos = floor_divmod(step, step_size_up + down_size)
     up, down = as_float(step_size_up), as_float(down_size)
+    up_arr, down_arr = jnp.asarray(step_size_up), jnp.asarray(down_size)
+    if jnp.issubdtype(up_arr.dtype, jnp.integer) and jnp.issubdtype(down_arr.dtype, jnp.integer):
+        cycle_len = up_arr + down_arr.astype(up_arr.dtype)  # exact integer cycles
+    else:
+        cycle_len = up + down  # e.g. an int32 and a float32 array: no implicit promotion
+    cycles, pos = floor_divmod(step, cycle_len)
     height = jnp.where(
         pos <= up,
         pos / up,
@@ -303,7 +321,7 @@ def _cyclic_wave(step, step_size_up, step_size_down, mode, gamma) -> jax.Array:
         return height
     if mode == "triangular2":
         return height * 0.5**cycles
-    return height * as_float(gamma) ** as_step(step)
+    return height * power(gamma, as_step(step))
 
 
 def _check_cyclic(call, base_value, max_value, step_size_up, step_size_down, mode, gamma):
@@ -348,8 +366,8 @@ def cyclic(
 
     def schedule(step):
         height = _cyclic_wave(step, step_size_up, step_size_down, mode, gamma)
-        base = as_float(base_value)
-        return base + (as_float(max_value) - base) * height
+        # base + (max - base) * height, written so that the peak is exactly max.
+        return linear_anneal(as_float(base_value), as_float(max_value), 1.0 - height, height)
 
     return schedule
 
@@ -373,8 +391,8 @@ def cyclic_momentum(
 
     def schedule(step):
         height = _cyclic_wave(step, step_size_up, step_size_down, mode, gamma)
-        high = as_float(max_value)
-        return high - (high - as_float(base_value)) * height
+        # max - (max - base) * height, written so that the trough is exactly base.
+        return linear_anneal(as_float(max_value), as_float(base_value), 1.0 - height, height)
 
     return schedule
 
@@ -415,11 +433,12 @@ def combined_cos(
         t = jnp.minimum(as_step(step), total)
         peak_at = as_float(pct_start) * total
         first = t < peak_at
-        remaining = jnp.where(
-            first, _remaining(t, 0.0, peak_at), _remaining(t, peak_at, total)
-        )
+        rem_up, prog_up = _position(t, jnp.zeros_like(total), peak_at)
+        rem_down, prog_down = _position(t, peak_at, total)
+        remaining = jnp.where(first, rem_up, rem_down)
+        progress = jnp.where(first, prog_up, prog_down)
         start = jnp.where(first, as_float(start_value), as_float(peak_value))
         end = jnp.where(first, as_float(peak_value), as_float(end_value))
-        return cos_anneal(start, end, remaining)
+        return cos_anneal(start, end, remaining, progress)
 
     return schedule

@@ -16,8 +16,9 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._checks import as_float, check_nonnegative, check_positive, check_range, concrete
+from ._checks import as_float, check_nonnegative, check_positive, check_range, concrete, is_traced
 
 Schedule = Callable[[Any], jax.Array]
 ArrayLike = Any
@@ -51,21 +52,63 @@ def floor_divmod(step: ArrayLike, size: ArrayLike) -> tuple[jax.Array, jax.Array
     return q, jnp.clip(t - q * s, 0.0, s)
 
 
-def cos_anneal(start: jax.Array, end: jax.Array, remaining: jax.Array) -> jax.Array:
+def power(base: ArrayLike, exponent: jax.Array) -> jax.Array:
+    """``base ** exponent`` as ``exp(exponent * log(base))``, with ``log(base)``
+    taken in float64 on the host when ``base`` is concrete.
+
+    ``float32(0.999) ** 5000`` is off by 6e-5 (the rounding of ``base`` times
+    the exponent); this form is exact to float32 precision for every step.
+    """
+    if is_traced(base):
+        log_base = jnp.log(as_float(base))
+    else:
+        log_base = as_float(np.log(np.asarray(base, dtype=np.float64)))
+    return jnp.exp(exponent * log_base)
+
+
+def fractions(ahead: jax.Array, done: jax.Array, length: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(remaining, progress) = (ahead / length, done / length)`` for
+    ``ahead + done == length``.
+
+    The smaller of the two is divided out, the larger is one minus it: both
+    keep full relative precision, and the ends are exactly ``(1, 0)`` and
+    ``(0, 1)`` even under ``jit``, where XLA turns a division by a constant
+    hyperparameter into a multiplication by its rounded reciprocal (so that
+    ``total / total`` may come out as ``1 - ulp``).
+    """
+    remaining, progress = ahead / length, done / length
+    early = progress <= remaining
+    return jnp.where(early, 1.0 - progress, remaining), jnp.where(early, progress, 1.0 - remaining)
+
+
+def cos_anneal(
+    start: jax.Array, end: jax.Array, remaining: jax.Array, progress: jax.Array | None = None
+) -> jax.Array:
     """Half-cosine from ``start`` to ``end``; ``remaining`` runs from 1 to 0.
 
     ``end + (start - end) * (1 + cos(pi * (1 - remaining))) / 2``, written as
-    ``start * sin(pi/2 r)**2 + end * cos(pi/2 r)**2`` so that both endpoints
-    are exact and values close to either end keep full relative precision.
+    ``start * sin(pi/2 r)**2 + end * sin(pi/2 p)**2`` with ``p = 1 - r`` the
+    progress, so that both endpoints are exact. Callers pass both from
+    :func:`fractions`, not ``progress`` as ``1 - remaining``: then values
+    close to either end keep full relative precision (``1 - r`` loses it near
+    the start, e.g. on a rise from a small value).
     """
-    angle = 0.5 * jnp.pi * remaining
-    return start * jnp.square(jnp.sin(angle)) + end * jnp.square(jnp.cos(angle))
+    if progress is None:
+        progress = 1.0 - remaining
+    return start * jnp.square(jnp.sin(0.5 * jnp.pi * remaining)) + end * jnp.square(
+        jnp.sin(0.5 * jnp.pi * progress)
+    )
 
 
-def linear_anneal(start: jax.Array, end: jax.Array, remaining: jax.Array) -> jax.Array:
+def linear_anneal(
+    start: jax.Array, end: jax.Array, remaining: jax.Array, progress: jax.Array | None = None
+) -> jax.Array:
     """Straight line from ``start`` to ``end``; ``remaining`` runs from 1 to 0
-    (``start * r + end * (1 - r)``: both endpoints exact)."""
-    return start * remaining + end * (1.0 - remaining)
+    (``start * r + end * p`` with ``p = 1 - r`` the progress, passed by the
+    caller as for :func:`cos_anneal`: both endpoints exact)."""
+    if progress is None:
+        progress = 1.0 - remaining
+    return start * remaining + end * progress
 
 
 def constant(value: ArrayLike) -> Schedule:
@@ -104,7 +147,7 @@ def step_decay(init_value: ArrayLike, step_size: ArrayLike, gamma: ArrayLike = 0
 
     def schedule(step):
         q, _ = floor_divmod(step, step_size)
-        return as_float(init_value) * as_float(gamma) ** q
+        return as_float(init_value) * power(gamma, q)
 
     return schedule
 
@@ -134,7 +177,7 @@ def multistep_decay(
     def schedule(step):
         t = as_step(step)
         passed = marks.reshape(marks.shape + (1,) * t.ndim) <= t
-        return as_float(init_value) * as_float(gamma) ** jnp.sum(passed, axis=0).astype(t.dtype)
+        return as_float(init_value) * power(gamma, jnp.sum(passed, axis=0).astype(t.dtype))
 
     return schedule
 
@@ -150,7 +193,7 @@ def exponential_decay(init_value: ArrayLike, gamma: ArrayLike) -> Schedule:
     check_range("exponential_decay", "gamma", gamma, 0.0, 1.0, low_open=True)
 
     def schedule(step):
-        return as_float(init_value) * as_float(gamma) ** as_step(step)
+        return as_float(init_value) * power(gamma, as_step(step))
 
     return schedule
 
@@ -180,7 +223,8 @@ def polynomial_decay(
 
     def schedule(step):
         total = as_float(total_steps)
-        remaining = (total - jnp.minimum(as_step(step), total)) / total
+        t = jnp.minimum(as_step(step), total)
+        remaining, _ = fractions(total - t, t, total)
         return linear_anneal(as_float(init_value), as_float(end_value), remaining ** as_float(power))
 
     return schedule
@@ -202,8 +246,8 @@ def linear(start_value: ArrayLike, end_value: ArrayLike, total_steps: ArrayLike)
 
     def schedule(step):
         total = as_float(total_steps)
-        remaining = (total - jnp.minimum(as_step(step), total)) / total
-        return linear_anneal(as_float(start_value), as_float(end_value), remaining)
+        t = jnp.minimum(as_step(step), total)
+        return linear_anneal(as_float(start_value), as_float(end_value), *fractions(total - t, t, total))
 
     return schedule
 
@@ -230,8 +274,8 @@ def cosine_decay(init_value: ArrayLike, total_steps: ArrayLike, min_value: Array
 
     def schedule(step):
         total = as_float(total_steps)
-        remaining = (total - jnp.minimum(as_step(step), total)) / total
-        return cos_anneal(as_float(init_value), as_float(min_value), remaining)
+        t = jnp.minimum(as_step(step), total)
+        return cos_anneal(as_float(init_value), as_float(min_value), *fractions(total - t, t, total))
 
     return schedule
 
@@ -254,8 +298,13 @@ def exponential_range(start_value: ArrayLike, end_value: ArrayLike, num_steps: A
 
     def schedule(step):
         total = as_float(num_steps)
-        frac = jnp.minimum(as_step(step), total) / total
-        start = as_float(start_value)
-        return start * jnp.exp(frac * jnp.log(as_float(end_value) / start))
+        t = jnp.minimum(as_step(step), total)
+        remaining, progress = fractions(total - t, t, total)
+        start, end = as_float(start_value), as_float(end_value)
+        log_ratio = jnp.log(end / start)
+        # Geometric from whichever end is closer: both ends exact, held at end_value.
+        return jnp.where(
+            progress <= remaining, start * jnp.exp(progress * log_ratio), end * jnp.exp(-remaining * log_ratio)
+        )
 
     return schedule

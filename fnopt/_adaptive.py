@@ -1,0 +1,322 @@
+"""Per-coordinate adaptive scalings with torch's numerics: Adagrad, RMSprop,
+Adam (with AMSGrad) and RAdam.
+
+None of them applies the learning rate (see :mod:`fnopt._aliases`). Every
+numeric hyperparameter may be a float, a traced array or a schedule of the
+step (evaluated at ``count``, the number of updates already applied).
+Arithmetic runs in at least float32 (bf16 params are updated in float32 and
+stored back in bf16); the update comes out in the incoming updates' dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._base import Hyper, next_count, resolve, resolve_all, zero_count
+from ._checks import as_float
+from ._common import check_hypers, compute_dtype, full_like, map_unzip, storage_dtype
+
+# ----------------------------------------------------------------- Adagrad
+
+
+class ScaleByAdagradState(NamedTuple):
+    """State of :func:`scale_by_adagrad`.
+
+    Attributes:
+        count: updates applied so far (int32, saturating).
+        sum_of_squares: running sum of squared gradients, in the params' dtype.
+        hyperparams: ``initial_accumulator_value`` (used at init) and ``eps``.
+    """
+
+    count: jax.Array
+    sum_of_squares: optax.Updates
+    hyperparams: dict[str, jax.Array]
+
+
+def scale_by_adagrad(
+    initial_accumulator_value: Hyper = 0.0, eps: Hyper = 1e-10
+) -> optax.GradientTransformationExtraArgs:
+    """torch ``Adagrad``'s scaling: ``s_t = s_{t-1} + g_t^2``, update
+    ``g_t / (sqrt(s_t) + eps)`` with ``s_{-1} = initial_accumulator_value``.
+
+    ``eps`` is added outside the square root, as in torch (Optax's
+    ``scale_by_rss`` adds it inside; the two agree for ``eps=0``).
+
+    Args:
+        initial_accumulator_value: starting value of the sum, >= 0 (a
+            schedule is evaluated at step 0).
+        eps: added to the root, >= 0.
+    """
+    call = "scale_by_adagrad"
+    check_hypers(call, initial_accumulator_value=initial_accumulator_value, eps=eps)
+
+    def init(params):
+        start = resolve(initial_accumulator_value, zero_count())
+        record = {"initial_accumulator_value": start, "eps": resolve(eps, zero_count())}
+        return ScaleByAdagradState(zero_count(), full_like(params, start), record)
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        h = dict(state.hyperparams, eps=resolve(eps, state.count))
+
+        def leaf(g, s):
+            cd = compute_dtype(g)
+            g_c = g.astype(cd)
+            s_new = s.astype(cd) + g_c * g_c
+            out = g_c / (jnp.sqrt(s_new) + h["eps"].astype(cd))
+            return out.astype(g.dtype), s_new.astype(s.dtype)
+
+        out, sums = map_unzip(leaf, 2, updates, state.sum_of_squares)
+        return out, ScaleByAdagradState(next_count(state.count), sums, h)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# ----------------------------------------------------------------- RMSprop
+
+
+class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms`.
+
+    Attributes:
+        count: updates applied so far (int32, saturating).
+        square_avg: EMA of squared gradients, in the params' dtype.
+        grad_avg: EMA of gradients (``centered`` only, else ``None``), in the
+            params' dtype.
+        hyperparams: ``alpha`` and ``eps`` used by the last update.
+    """
+
+    count: jax.Array
+    square_avg: optax.Updates
+    grad_avg: optax.Updates | None
+    hyperparams: dict[str, jax.Array]
+
+
+def scale_by_rms(
+    alpha: Hyper = 0.99, eps: Hyper = 1e-8, *, centered: bool = False
+) -> optax.GradientTransformationExtraArgs:
+    """torch ``RMSprop``'s denominator: ``v_t = alpha v_{t-1} + (1 - alpha) g_t^2``
+    (``v_{-1} = 0``), update ``g_t / (sqrt(v_t) + eps)``.
+
+    With ``centered``, also ``a_t = alpha a_{t-1} + (1 - alpha) g_t`` and the
+    update is ``g_t / (sqrt(v_t - a_t^2) + eps)``. ``v_t - a_t^2`` is clamped
+    at 0 (it can only go negative by rounding; torch would give NaN there).
+
+    Args:
+        alpha: smoothing constant in [0, 1].
+        eps: added to the root, >= 0 (outside the square root, as torch;
+            Optax's ``rmsprop(eps_in_sqrt=False)`` is the same).
+        centered: normalize by the estimated variance (static).
+    """
+    call = "scale_by_rms"
+    check_hypers(call, alpha=alpha, eps=eps)
+    hypers = {"alpha": alpha, "eps": eps}
+
+    def init(params):
+        grad_avg = full_like(params) if centered else None
+        return ScaleByRmsState(zero_count(), full_like(params), grad_avg, resolve_all(hypers, zero_count()))
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        h = resolve_all(hypers, state.count)
+
+        def leaf(g, sq, ga):
+            cd = compute_dtype(g)
+            a, e = h["alpha"].astype(cd), h["eps"].astype(cd)
+            g_c = g.astype(cd)
+            sq_new = a * sq.astype(cd) + (1 - a) * (g_c * g_c)
+            if centered:
+                ga_new = a * ga.astype(cd) + (1 - a) * g_c
+                var = jnp.maximum(sq_new - ga_new * ga_new, 0)
+                ga_out = ga_new.astype(ga.dtype)
+            else:
+                var, ga_out = sq_new, ga
+            out = g_c / (jnp.sqrt(var) + e)
+            return out.astype(g.dtype), sq_new.astype(sq.dtype), ga_out
+
+        grad_avg = state.grad_avg if centered else state.square_avg
+        out, sq, ga = map_unzip(leaf, 3, updates, state.square_avg, grad_avg)
+        new_state = ScaleByRmsState(next_count(state.count), sq, ga if centered else None, h)
+        return out, new_state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# -------------------------------------------------------------------- Adam
+
+
+def _moments(h, cd, g, m, v):
+    """Updated first and second moment EMAs in the arithmetic dtype ``cd``."""
+    b1, b2 = h["b1"].astype(cd), h["b2"].astype(cd)
+    g_c = g.astype(cd)
+    return b1 * m.astype(cd) + (1 - b1) * g_c, b2 * v.astype(cd) + (1 - b2) * (g_c * g_c)
+
+
+class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam`.
+
+    Attributes:
+        count: updates applied so far (int32, saturating).
+        mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
+        nu: second moment EMA, in the params' dtype.
+        nu_max: running max of ``nu`` (``amsgrad`` only, else ``None``).
+        hyperparams: ``b1``, ``b2``, ``eps`` used by the last update.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    nu_max: optax.Updates | None
+    hyperparams: dict[str, jax.Array]
+
+
+def scale_by_adam(
+    b1: Hyper = 0.9,
+    b2: Hyper = 0.999,
+    eps: Hyper = 1e-8,
+    *,
+    amsgrad: bool = False,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    """torch ``Adam``'s direction (without the learning rate).
+
+    With ``t = count + 1``: ``m_t = b1 m_{t-1} + (1 - b1) g_t``,
+    ``v_t = b2 v_{t-1} + (1 - b2) g_t^2`` and the update is
+    ``(m_t / (1 - b1^t)) / (sqrt(v_t) / sqrt(1 - b2^t) + eps)``. With
+    ``amsgrad``, ``v_t`` in the denominator is replaced by ``max_{s<=t} v_s``
+    (torch: the max of the raw ``v``, bias-corrected afterwards; Optax's
+    ``amsgrad`` takes the max of the bias-corrected ``v`` instead).
+
+    When ``b1`` or ``b2`` is a schedule (torch's ``OneCycleLR`` / ``CyclicLR``
+    cycle ``betas[0]``), the bias corrections use the current value,
+    ``1 - b1(t)^t``, as torch does.
+
+    Args:
+        b1: first moment decay in [0, 1); float, traced array or schedule.
+        b2: second moment decay in [0, 1); float, traced array or schedule.
+        eps: added to the bias-corrected root, >= 0.
+        amsgrad: use the running max of the second moment (static).
+        mu_dtype: dtype of ``mu`` (default: the params' dtype).
+    """
+    call = "scale_by_adam"
+    check_hypers(call, b1=b1, b2=b2, eps=eps)
+    hypers = {"b1": b1, "b2": b2, "eps": eps}
+    mu_dtype = storage_dtype(mu_dtype)
+
+    def init(params):
+        nu = full_like(params)
+        record = resolve_all(hypers, zero_count())
+        return ScaleByAdamState(zero_count(), full_like(params, 0.0, mu_dtype), nu, nu if amsgrad else None, record)
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        h = resolve_all(hypers, state.count)
+        t = as_float(state.count) + 1.0
+        bc1 = 1 - h["b1"] ** t
+        bc2_sqrt = jnp.sqrt(1 - h["b2"] ** t)
+
+        def leaf(g, m, v, v_max):
+            cd = compute_dtype(g)
+            m_new, v_new = _moments(h, cd, g, m, v)
+            if amsgrad:
+                v_max_new = jnp.maximum(v_max.astype(cd), v_new)
+                v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
+            else:
+                v_used, v_max_out = v_new, v_max
+            denom = jnp.sqrt(v_used) / bc2_sqrt.astype(cd) + h["eps"].astype(cd)
+            out = (m_new / bc1.astype(cd)) / denom
+            return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
+
+        v_max = state.nu_max if amsgrad else state.nu
+        out, mu, nu, nu_max = map_unzip(leaf, 4, updates, state.mu, state.nu, v_max)
+        new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h)
+        return out, new_state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# ------------------------------------------------------------------- RAdam
+
+
+class ScaleByRAdamState(NamedTuple):
+    """State of :func:`scale_by_radam`.
+
+    Attributes:
+        count: updates applied so far (int32, saturating).
+        mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
+        nu: second moment EMA, in the params' dtype.
+        hyperparams: ``b1``, ``b2``, ``eps`` used by the last update.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    hyperparams: dict[str, jax.Array]
+
+
+def scale_by_radam(
+    b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8, *, mu_dtype: Any = None
+) -> optax.GradientTransformationExtraArgs:
+    """torch ``RAdam``'s direction (without the learning rate).
+
+    Moments as in :func:`scale_by_adam`; with ``t = count + 1``,
+    ``rho_inf = 2 / (1 - b2) - 1`` and
+    ``rho_t = rho_inf - 2 t b2^t / (1 - b2^t)``. While ``rho_t <= 5`` the
+    update is the bias-corrected momentum ``m_t / (1 - b1^t)``; after that it
+    is multiplied by the rectification
+    ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``
+    and the adaptive rate ``sqrt(1 - b2^t) / (sqrt(v_t) + eps)``.
+
+    torch adds ``eps`` to the *raw* root ``sqrt(v_t)`` and switches on
+    ``rho_t > 5``; Optax's ``scale_by_radam`` adds it to the bias-corrected
+    root and switches on ``rho_t >= 5``. fnopt follows torch (the two agree for
+    ``eps=0`` away from ``rho_t == 5``). Scheduled betas enter the bias
+    corrections and ``rho`` at their current value, as in torch.
+
+    Args:
+        b1: first moment decay in [0, 1); float, traced array or schedule.
+        b2: second moment decay in [0, 1); float, traced array or schedule.
+        eps: added to the root of the second moment, >= 0.
+        mu_dtype: dtype of ``mu`` (default: the params' dtype).
+    """
+    call = "scale_by_radam"
+    check_hypers(call, b1=b1, b2=b2, eps=eps)
+    hypers = {"b1": b1, "b2": b2, "eps": eps}
+    mu_dtype = storage_dtype(mu_dtype)
+
+    def init(params):
+        record = resolve_all(hypers, zero_count())
+        return ScaleByRAdamState(zero_count(), full_like(params, 0.0, mu_dtype), full_like(params), record)
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        h = resolve_all(hypers, state.count)
+        t = as_float(state.count) + 1.0
+        b2 = h["b2"]
+        bc1 = 1 - h["b1"] ** t
+        b2_t = b2**t
+        bc2 = 1 - b2_t
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2_t / bc2
+        rectify = rho_t > 5
+        # Both are > 5 where the rectification is used; elsewhere a harmless 6.
+        r_t, r_inf = jnp.where(rectify, rho_t, 6.0), jnp.where(rectify, rho_inf, 6.0)
+        rect = jnp.sqrt((r_t - 4) * (r_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * r_t))
+        scale = jnp.sqrt(bc2) * rect
+
+        def leaf(g, m, v):
+            cd = compute_dtype(g)
+            m_new, v_new = _moments(h, cd, g, m, v)
+            m_hat = m_new / bc1.astype(cd)
+            adaptive = scale.astype(cd) / (jnp.sqrt(v_new) + h["eps"].astype(cd))
+            out = jnp.where(rectify, m_hat * adaptive, m_hat)
+            return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+        out, mu, nu = map_unzip(leaf, 3, updates, state.mu, state.nu)
+        return out, ScaleByRAdamState(next_count(state.count), mu, nu, h)
+
+    return optax.GradientTransformationExtraArgs(init, update)

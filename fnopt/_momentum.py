@@ -1,0 +1,91 @@
+"""Heavy-ball and Nesterov momentum with torch ``SGD``'s buffer semantics."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._base import Hyper, next_count, resolve_all, zero_count
+from ._common import check_hypers, check_nesterov, compute_dtype, full_like, map_unzip, storage_dtype
+
+
+class ScaleByMomentumState(NamedTuple):
+    """State of :func:`scale_by_momentum`.
+
+    Attributes:
+        count: updates applied so far (int32, saturating).
+        trace: the momentum buffer, in ``mu_dtype`` (default: the params' dtype).
+        hyperparams: ``momentum`` and ``dampening`` used by the last update.
+    """
+
+    count: jax.Array
+    trace: optax.Updates
+    hyperparams: dict[str, jax.Array]
+
+
+def scale_by_momentum(
+    momentum: Hyper = 0.9,
+    *,
+    nesterov: bool = False,
+    dampening: Hyper = 0.0,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Momentum with torch ``SGD``'s buffer: ``b_0 = g_0``, then
+    ``b_t = momentum * b_{t-1} + (1 - dampening) * g_t``.
+
+    The update is ``b_t``, or ``g_t + momentum * b_t`` with ``nesterov``.
+    Dampening is not applied on the first step (the buffer starts as the
+    gradient itself), as in torch. Arithmetic runs in at least float32; the
+    update comes out in the incoming updates' dtype.
+
+    Args:
+        momentum: in [0, 1); a float, traced array or schedule of the step.
+        nesterov: Nesterov momentum (static). Like torch, requires
+            ``momentum > 0`` and ``dampening == 0``.
+        dampening: in [0, 1]; a float, traced array or schedule.
+        mu_dtype: dtype of the buffer (default: the params' dtype).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; unknown extra arguments
+        to ``update`` are ignored.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from fnopt import transforms
+        >>> tx = transforms.scale_by_momentum(0.5)
+        >>> state = tx.init(jnp.zeros(2))
+        >>> u, state = tx.update(jnp.ones(2), state)
+        >>> u, state = tx.update(jnp.ones(2), state)
+        >>> u.tolist()
+        [1.5, 1.5]
+    """
+    call = "scale_by_momentum"
+    check_hypers(call, momentum=momentum, dampening=dampening)
+    check_nesterov(call, nesterov, momentum, dampening)
+    hypers = {"momentum": momentum, "dampening": dampening}
+    mu_dtype = storage_dtype(mu_dtype)
+
+    def init(params):
+        trace = full_like(params, 0.0, mu_dtype)
+        return ScaleByMomentumState(zero_count(), trace, resolve_all(hypers, zero_count()))
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        h = resolve_all(hypers, state.count)
+        first = state.count == 0
+
+        def leaf(g, buf):
+            cd = compute_dtype(g)
+            m, d = h["momentum"].astype(cd), h["dampening"].astype(cd)
+            g_c = g.astype(cd)
+            new_buf = jnp.where(first, g_c, m * buf.astype(cd) + (1 - d) * g_c)
+            out = g_c + m * new_buf if nesterov else new_buf
+            return out.astype(g.dtype), new_buf.astype(buf.dtype)
+
+        out, trace = map_unzip(leaf, 2, updates, state.trace)
+        return out, ScaleByMomentumState(next_count(state.count), trace, h)
+
+    return optax.GradientTransformationExtraArgs(init, update)

@@ -1,0 +1,61 @@
+"""Gradient transformations: Optax ``GradientTransformationExtraArgs`` that
+mix freely with Optax's own in ``optax.chain`` and work in ``flax.nnx.Optimizer``.
+
+Every numeric hyperparameter accepts a float, a traced array or a schedule of
+the step (``count``, the number of updates already applied); no
+``inject_hyperparams`` wrapper is needed. Each state records the values used
+by its last update, collected by ``fnopt.hyperparams(state)``. ``update``
+ignores extra keyword arguments it does not use (e.g. ``value=``). Concrete
+invalid hyperparameters raise ``ValueError`` at construction; traced ones and
+schedules are not checked.
+"""
+
+from ._adaptive import ScaleByAdagradState as ScaleByAdagradState
+from ._adaptive import ScaleByAdamState as ScaleByAdamState
+from ._adaptive import ScaleByRAdamState as ScaleByRAdamState
+from ._adaptive import ScaleByRmsState as ScaleByRmsState
+from ._adaptive import scale_by_adagrad as scale_by_adagrad
+from ._adaptive import scale_by_adam as scale_by_adam
+from ._adaptive import scale_by_radam as scale_by_radam
+from ._adaptive import scale_by_rms as scale_by_rms
+from ._elementwise import RecordState as RecordState
+from ._elementwise import add_decayed_weights as add_decayed_weights
+from ._elementwise import add_weight_decay as add_weight_decay
+from ._elementwise import clip_by_global_norm as clip_by_global_norm
+from ._elementwise import scale_by_learning_rate as scale_by_learning_rate
+from ._momentum import ScaleByMomentumState as ScaleByMomentumState
+from ._momentum import scale_by_momentum as scale_by_momentum
+from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
+from ._plateau import reduce_on_plateau as reduce_on_plateau
+from ._stopping import EarlyStoppingState as EarlyStoppingState
+from ._stopping import early_stopping as early_stopping
+from ._wrappers import LookaheadState as LookaheadState
+from ._wrappers import SkipNonfiniteState as SkipNonfiniteState
+from ._wrappers import lookahead as lookahead
+from ._wrappers import skip_nonfinite as skip_nonfinite
+
+__all__ = [
+    "EarlyStoppingState",
+    "LookaheadState",
+    "RecordState",
+    "ReduceOnPlateauState",
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByMomentumState",
+    "ScaleByRAdamState",
+    "ScaleByRmsState",
+    "SkipNonfiniteState",
+    "add_decayed_weights",
+    "add_weight_decay",
+    "clip_by_global_norm",
+    "early_stopping",
+    "lookahead",
+    "reduce_on_plateau",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_momentum",
+    "scale_by_radam",
+    "scale_by_rms",
+    "skip_nonfinite",
+]

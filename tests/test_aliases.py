@@ -1,0 +1,175 @@
+"""The optimizer aliases: convergence table, PyTorch's defaults, validation
+and the hyperparameters they record."""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fnopt
+
+# (alias factory, steps) per alias: the LR is picked per optimizer, as
+# anyone tuning them would; RAdam's un-adapted first steps need a small LR on
+# Rosenbrock's steep walls.
+TABLE = {
+    "sgd": (lambda: fnopt.sgd(1e-3, momentum=0.9), 4000),
+    "sgd-nesterov": (lambda: fnopt.sgd(1e-3, momentum=0.9, nesterov=True), 4000),
+    "adam": (lambda: fnopt.adam(0.02), 3000),
+    "adam-amsgrad": (lambda: fnopt.adam(0.05, amsgrad=True), 5000),
+    "adamw": (lambda: fnopt.adamw(0.02, weight_decay=1e-4), 3000),
+    "radam": (lambda: fnopt.radam(5e-3), 10000),
+    "adagrad": (lambda: fnopt.adagrad(0.5), 10000),
+    "rmsprop": (lambda: fnopt.rmsprop(3e-4, momentum=0.9), 3000),
+    "rmsprop-centered": (lambda: fnopt.rmsprop(3e-4, momentum=0.9, centered=True), 5000),
+    "ranger": (lambda: fnopt.ranger(5e-3), 10000),
+}
+
+
+def rosenbrock(p):
+    return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
+
+
+def quadratic(p):
+    return 0.5 * jnp.sum(jnp.asarray([1.0, 10.0], p.dtype) * (p - 1) ** 2)
+
+
+def minimize(opt, loss, x0, steps):
+    @jax.jit
+    def run(p):
+        def step(carry, _):
+            p, s = carry
+            u, s = opt.update(jax.grad(loss)(p), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (p, opt.init(p)), None, length=steps)[0][0]
+
+    return run(x0)
+
+
+@pytest.mark.parametrize("name", TABLE)
+def test_converges_on_quadratic_and_rosenbrock(name, x64_enabled):
+    make, steps = TABLE[name]
+    dtype = jnp.float64 if x64_enabled else jnp.float32
+    opt = make()
+    for loss, x0, tol in ((quadratic, [-1.0, 2.0], 1e-6), (rosenbrock, [-1.2, 1.0], 1e-4)):
+        x = minimize(opt, loss, jnp.asarray(x0, dtype), steps)
+        assert x.dtype == dtype
+        assert float(loss(x)) < tol, (loss.__name__, x)
+        np.testing.assert_allclose(x, 1.0, atol=2e-2)
+
+
+TORCH_DEFAULTS = {
+    # alias: (torch class name, {fnopt argument: torch argument or (argument, index)})
+    "sgd": ("SGD", {"momentum": "momentum", "nesterov": "nesterov", "dampening": "dampening", "weight_decay": "weight_decay"}),
+    "adam": ("Adam", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "amsgrad": "amsgrad", "weight_decay": "weight_decay"}),
+    "adamw": ("AdamW", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "amsgrad": "amsgrad", "weight_decay": "weight_decay"}),
+    "radam": ("RAdam", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "weight_decay": "weight_decay"}),
+    "adagrad": ("Adagrad", {"learning_rate": "lr", "initial_accumulator_value": "initial_accumulator_value", "eps": "eps", "weight_decay": "weight_decay"}),
+    "rmsprop": ("RMSprop", {"learning_rate": "lr", "alpha": "alpha", "eps": "eps", "momentum": "momentum", "centered": "centered", "weight_decay": "weight_decay"}),
+}
+
+
+@pytest.mark.parametrize("alias", TORCH_DEFAULTS)
+def test_defaults_are_pytorchs(alias):
+    torch = pytest.importorskip("torch")
+    cls_name, names = TORCH_DEFAULTS[alias]
+    ours = inspect.signature(getattr(fnopt, alias)).parameters
+    theirs = inspect.signature(getattr(torch.optim, cls_name)).parameters
+    for name, torch_name in names.items():
+        if isinstance(torch_name, tuple):
+            expected = theirs[torch_name[0]].default[torch_name[1]]
+        else:
+            expected = theirs[torch_name].default
+        assert ours[name].default == expected, (alias, name)
+
+
+def test_signatures():
+    assert str(inspect.signature(fnopt.sgd)).startswith("(learning_rate: 'Hyper', momentum: 'Hyper' = 0.0, *, nesterov")
+    assert list(inspect.signature(fnopt.adamw).parameters) == [
+        "learning_rate", "b1", "b2", "eps", "weight_decay", "amsgrad"
+    ]
+    assert inspect.signature(fnopt.ranger).parameters["sync_period"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+INVALID = [
+    (lambda: fnopt.sgd(-0.1), "`sgd(learning_rate=...)` must be >= 0, got -0.1"),
+    (lambda: fnopt.sgd(0.1, momentum=1.0), "`sgd(momentum=...)` must be in [0, 1), got 1.0"),
+    (lambda: fnopt.sgd(0.1, momentum=-0.5), "`sgd(momentum=...)` must be in [0, 1)"),
+    (lambda: fnopt.sgd(0.1, nesterov=True), "`sgd(nesterov=True)` requires momentum > 0 and dampening == 0"),
+    (lambda: fnopt.sgd(0.1, 0.9, nesterov=True, dampening=0.1), "`sgd(nesterov=True)` requires"),
+    (lambda: fnopt.sgd(0.1, 0.9, dampening=1.5), "`sgd(dampening=...)` must be in [0, 1]"),
+    (lambda: fnopt.sgd(0.1, weight_decay=-1e-4), "`sgd(weight_decay=...)` must be >= 0"),
+    (lambda: fnopt.sgd("0.1"), "`sgd(learning_rate=...)` must be a number"),
+    (lambda: fnopt.sgd(float("nan")), "`sgd(learning_rate=...)` must be finite"),
+    (lambda: fnopt.adam(-1e-3), "`adam(learning_rate=...)` must be >= 0"),
+    (lambda: fnopt.adam(b1=1.0), "`adam(b1=...)` must be in [0, 1), got 1.0"),
+    (lambda: fnopt.adam(b2=1.5), "`adam(b2=...)` must be in [0, 1), got 1.5"),
+    (lambda: fnopt.adam(eps=-1e-8), "`adam(eps=...)` must be >= 0"),
+    (lambda: fnopt.adam(weight_decay=-0.1), "`adam(weight_decay=...)` must be >= 0"),
+    (lambda: fnopt.adamw(weight_decay=-0.1), "`adamw(weight_decay=...)` must be >= 0"),
+    (lambda: fnopt.adamw(b1=-0.1), "`adamw(b1=...)` must be in [0, 1)"),
+    (lambda: fnopt.radam(b2=1.0), "`radam(b2=...)` must be in [0, 1)"),
+    (lambda: fnopt.radam(eps=-1.0), "`radam(eps=...)` must be >= 0"),
+    (lambda: fnopt.adagrad(initial_accumulator_value=-1.0), "`adagrad(initial_accumulator_value=...)` must be >= 0"),
+    (lambda: fnopt.adagrad(eps=-1.0), "`adagrad(eps=...)` must be >= 0"),
+    (lambda: fnopt.rmsprop(alpha=1.5), "`rmsprop(alpha=...)` must be in [0, 1], got 1.5"),
+    (lambda: fnopt.rmsprop(momentum=1.0), "`rmsprop(momentum=...)` must be in [0, 1)"),
+    (lambda: fnopt.rmsprop(eps=-1.0), "`rmsprop(eps=...)` must be >= 0"),
+    (lambda: fnopt.ranger(sync_period=0), "`ranger(sync_period=...)` must be >= 1, got 0"),
+    (lambda: fnopt.ranger(alpha=1.5), "`ranger(alpha=...)` must be in [0, 1]"),
+    (lambda: fnopt.ranger(b1=1.0), "`ranger(b1=...)` must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("make, message", INVALID, ids=[m for _, m in INVALID])
+def test_invalid_hyperparameters_raise(make, message):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert message in str(info.value)
+
+
+def test_traced_and_scheduled_hyperparameters_are_not_checked():
+    jax.jit(lambda lr: fnopt.sgd(lr, momentum=lr).init(jnp.zeros(1)))(jnp.asarray(-1.0))
+    fnopt.adam(lambda t: -1.0, b1=lambda t: 2.0)
+
+
+NAMES = {
+    "sgd": (lambda: fnopt.sgd(0.1), {"learning_rate"}),
+    "sgd-momentum-wd": (
+        lambda: fnopt.sgd(0.1, 0.9, weight_decay=0.1),
+        {"weight_decay", "momentum", "dampening", "learning_rate"},
+    ),
+    "adam": (lambda: fnopt.adam(), {"b1", "b2", "eps", "learning_rate"}),
+    "adamw": (lambda: fnopt.adamw(), {"b1", "b2", "eps", "weight_decay", "learning_rate"}),
+    "radam": (lambda: fnopt.radam(weight_decay=0.1), {"weight_decay", "b1", "b2", "eps", "learning_rate"}),
+    "adagrad": (lambda: fnopt.adagrad(), {"initial_accumulator_value", "eps", "learning_rate"}),
+    "rmsprop": (lambda: fnopt.rmsprop(momentum=0.9), {"alpha", "eps", "momentum", "dampening", "learning_rate"}),
+    "ranger": (lambda: fnopt.ranger(), {"b1", "b2", "eps", "learning_rate", "sync_period", "alpha"}),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_records_every_hyperparameter_by_name(name):
+    make, names = NAMES[name]
+    params = {"w": jnp.ones(3)}
+    opt = make()
+    state = opt.init(params)
+    _, state = opt.update({"w": jnp.ones(3)}, state, params)
+    assert set(fnopt.hyperparams(state)) == names | {"effective_learning_rate"}
+
+
+def test_zero_hyperparameter_leaves_stage_out_unless_traced():
+    params = jnp.ones(2)
+    assert "weight_decay" not in fnopt.hyperparams(fnopt.adam(weight_decay=0.0).init(params))
+
+    @jax.jit
+    def traced(wd):
+        opt = fnopt.adam(0.1, weight_decay=wd)
+        return opt.update(jnp.zeros(2), opt.init(params), params)[0]
+
+    # A traced weight decay keeps the stage: with zero gradients only the decay moves.
+    assert np.all(np.asarray(traced(jnp.asarray(0.0))) == 0)
+    assert np.all(np.asarray(traced(jnp.asarray(1.0))) < 0)
