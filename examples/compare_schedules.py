@@ -219,6 +219,26 @@ def range_test(data, make_optimizer, batch_size: int, num_steps: int = 100):
     return fnopt.lr_find(loss_fn, params, batches, make_optimizer, start_lr=1e-5, end_lr=10.0, num_steps=num_steps)
 
 
+def one_cycle_peak(result) -> float:
+    """The one-cycle peak read off an LR range test: fastai's ``steep`` rule
+    (largest fall of the smoothed loss per log-LR) applied to the part of the
+    curve before the loss minimum, skipping the first tenth as fastai does.
+
+    Smith's advice is a peak where the loss still falls fastest, before it
+    turns up; fastai's ``valley``/``minimum`` are meant for fine-tuning and
+    land an order of magnitude lower here, and plain ``steep`` can pick the
+    noise after divergence.
+    """
+    lrs, losses = np.asarray(result.lrs), np.asarray(result.losses)
+    start = len(lrs) // 10
+    stop = start + int(np.argmin(losses[start:])) + 1
+    lrs, losses = lrs[start:stop], losses[start:stop]
+    if len(lrs) < 2:
+        return float(result.suggestions["valley"])
+    slopes = np.diff(losses) / np.diff(np.log(lrs))
+    return float(lrs[int(np.argmin(slopes))])
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -276,8 +296,10 @@ def main(argv=None):
 
     sgd_find = range_test(data, lambda lr: fnopt.sgd(lr, momentum=0.9), args.batch_size, args.find_steps)
     adam_find = range_test(data, lambda lr: fnopt.adam(lr), args.batch_size, args.find_steps)
-    sgd_peak, adam_peak = sgd_find.suggestions["valley"], adam_find.suggestions["valley"]
-    print(f"LR range test (valley): SGD {sgd_peak:.3g}, Adam {adam_peak:.3g}")
+    sgd_peak, adam_peak = one_cycle_peak(sgd_find), one_cycle_peak(adam_find)
+    for name, found in (("SGD", sgd_find), ("Adam", adam_find)):
+        rules = ", ".join(f"{k} {v:.3g}" for k, v in found.suggestions.items())
+        print(f"LR range test {name}: {rules}; one-cycle peak (steep before minimum) {one_cycle_peak(found):.3g}")
     sgd_find.plot(os.path.join(args.out, "lr_find_sgd.png"))
     adam_find.plot(os.path.join(args.out, "lr_find_adam.png"))
 
@@ -310,6 +332,7 @@ def main(argv=None):
     summary = {
         "epochs": epochs, "seeds": num_seeds, "total_steps": total,
         "lr_find": {"sgd": sgd_find.suggestions, "adam": adam_find.suggestions},
+        "one_cycle_peak": {"sgd": sgd_peak, "adam": adam_peak},
         "recipes": {
             name: {
                 "final_accuracy": r["accuracy"][:, -1].tolist(),
