@@ -307,7 +307,7 @@ def main(argv=None):
     from fnopt import plot
 
     plot.schedules(
-        {r.name: r.lr for r in recipes}, total, momentum={f"{r.name} (momentum/b1)": r.momentum for r in recipes[2:]},
+        {r.name + (" (before cuts)" if r.reports else ""): r.lr for r in recipes}, total, momentum={f"{r.name} (momentum/b1)": r.momentum for r in recipes[2:]},
         log_scale=True, title="learning rate (solid, log) and momentum / b1 (dashed)",
         path=os.path.join(args.out, "schedules.png"),
     )

@@ -90,7 +90,12 @@ def schedules(
             color = f"C{len(left) + i}"
             lines += twin.plot(steps, np.asarray(schedule(steps)), "--", color=color, label=label)
         twin.set_ylabel("momentum")
-    ax.legend(lines, [line.get_label() for line in lines], loc="best", fontsize="small")
+    labels = [line.get_label() for line in lines]
+    if len(lines) > 4:  # many curves: the legend goes below the axes, not over them
+        fig.set_figheight(4.0 + 0.2 * ((len(lines) + 1) // 2))
+        fig.legend(lines, labels, loc="outside lower center", ncols=2, fontsize="small")
+    else:
+        ax.legend(lines, labels, loc="best", fontsize="small")
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
