@@ -230,6 +230,20 @@ def polynomial_decay(
     return schedule
 
 
+def _anneal_then_hold(call, anneal, start_value, end_value, total_steps, start_name, end_name) -> Schedule:
+    """``anneal`` from ``start_value`` to ``end_value`` over ``total_steps``, then hold."""
+    concrete(call, start_name, start_value)
+    concrete(call, end_name, end_value)
+    check_positive(call, "total_steps", total_steps)
+
+    def schedule(step):
+        total = as_float(total_steps)
+        t = jnp.minimum(as_step(step), total)
+        return anneal(as_float(start_value), as_float(end_value), *fractions(total - t, t, total))
+
+    return schedule
+
+
 def linear(start_value: ArrayLike, end_value: ArrayLike, total_steps: ArrayLike) -> Schedule:
     """Straight line from ``start_value`` to ``end_value`` over ``total_steps``, then held.
 
@@ -240,16 +254,7 @@ def linear(start_value: ArrayLike, end_value: ArrayLike, total_steps: ArrayLike)
         end_value: value from ``total_steps`` on.
         total_steps: length of the ramp, > 0.
     """
-    concrete("linear", "start_value", start_value)
-    concrete("linear", "end_value", end_value)
-    check_positive("linear", "total_steps", total_steps)
-
-    def schedule(step):
-        total = as_float(total_steps)
-        t = jnp.minimum(as_step(step), total)
-        return linear_anneal(as_float(start_value), as_float(end_value), *fractions(total - t, t, total))
-
-    return schedule
+    return _anneal_then_hold("linear", linear_anneal, start_value, end_value, total_steps, "start_value", "end_value")
 
 
 def cosine_decay(init_value: ArrayLike, total_steps: ArrayLike, min_value: ArrayLike = 0.0) -> Schedule:
@@ -268,16 +273,7 @@ def cosine_decay(init_value: ArrayLike, total_steps: ArrayLike, min_value: Array
     References:
         Loshchilov & Hutter, SGDR, 2017, https://arxiv.org/abs/1608.03983
     """
-    concrete("cosine_decay", "init_value", init_value)
-    check_positive("cosine_decay", "total_steps", total_steps)
-    concrete("cosine_decay", "min_value", min_value)
-
-    def schedule(step):
-        total = as_float(total_steps)
-        t = jnp.minimum(as_step(step), total)
-        return cos_anneal(as_float(init_value), as_float(min_value), *fractions(total - t, t, total))
-
-    return schedule
+    return _anneal_then_hold("cosine_decay", cos_anneal, init_value, min_value, total_steps, "init_value", "min_value")
 
 
 def exponential_range(start_value: ArrayLike, end_value: ArrayLike, num_steps: ArrayLike) -> Schedule:
