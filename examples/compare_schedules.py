@@ -73,8 +73,8 @@ def init_cnn(key):
     for i, (name, shape, fan_in) in enumerate(shapes):
         bound = 1.0 / np.sqrt(fan_in)
         params[name] = {
-            "w": jax.random.uniform(keys[2 * i], shape, minval=-bound, maxval=bound),
-            "b": jax.random.uniform(keys[2 * i + 1], shape[-1:], minval=-bound, maxval=bound),
+            "w": jax.random.uniform(keys[2 * i], shape, jnp.float32, -bound, bound),
+            "b": jax.random.uniform(keys[2 * i + 1], shape[-1:], jnp.float32, -bound, bound),
         }
     return params
 
@@ -97,7 +97,7 @@ def loss_fn(params, batch):
 def evaluate(params, x, y):
     logits = cnn(params, x)
     loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
-    return loss, jnp.mean(jnp.argmax(logits, axis=1) == y)
+    return loss, jnp.mean(jnp.argmax(logits, axis=1).astype(y.dtype) == y)
 
 
 # ---------------------------------------------------------------- recipes

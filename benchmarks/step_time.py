@@ -1,0 +1,407 @@
+"""Update-step time of fnopt vs Optax (vs torch.optim) vs a streaming roofline.
+
+Every case is a jitted step with params and optimizer state donated::
+
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+fnopt, Optax, the roofline kernel (same arrays read and written, trivial
+math) and, when torch is importable, ``torch.optim`` (foreach / fused) are
+run interleaved in one process, round-robin, and the medians are reported.
+Effective GB/s uses the minimal traffic of a single streaming pass:
+``(params + grads + k state) read + (params + k state) written``.
+
+    python benchmarks/step_time.py --tree both --reps 30 --json out.json --md out.md
+    python benchmarks/step_time.py --tiny          # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.contrib
+
+import fnopt
+from fnopt import schedules, transforms
+
+# ----------------------------------------------------------------- trees
+
+
+def resnet50_shapes() -> dict[str, tuple[int, ...]]:
+    """torchvision ResNet-50 parameter shapes (HWIO convs): 161 leaves, 25,557,032 params."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv_bn(name, k, cin, cout):
+        shapes[f"{name}/conv"] = (k, k, cin, cout)
+        shapes[f"{name}/bn_scale"] = (cout,)
+        shapes[f"{name}/bn_bias"] = (cout,)
+
+    conv_bn("stem", 7, 3, 64)
+    cin = 64
+    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+        for b in range(blocks):
+            name = f"layer{stage + 1}/block{b}"
+            conv_bn(f"{name}/conv1", 1, cin, width)
+            conv_bn(f"{name}/conv2", 3, width, width)
+            conv_bn(f"{name}/conv3", 1, width, width * 4)
+            if b == 0:
+                conv_bn(f"{name}/downsample", 1, cin, width * 4)
+            cin = width * 4
+    shapes["fc/w"] = (2048, 1000)
+    shapes["fc/b"] = (1000,)
+    return shapes
+
+
+def transformer_shapes(blocks: int = 12, d: int = 256, mlp: int = 1024, vocab: int = 8192, seq: int = 512):
+    """A pre-LN transformer with many small leaves: 34 per block, 402 in all (17.1M params)."""
+    shapes: dict[str, tuple[int, ...]] = {"embed": (vocab, d), "pos": (seq, d)}
+    for b in range(blocks):
+        p = f"block{b:02d}"
+        for ln in ("ln1", "ln2", "q_norm", "k_norm"):
+            shapes[f"{p}/{ln}/scale"] = (d,)
+            shapes[f"{p}/{ln}/bias"] = (d,)
+        for proj in ("q", "k", "v", "o"):
+            shapes[f"{p}/attn/{proj}/w"] = (d, d)
+            shapes[f"{p}/attn/{proj}/b"] = (d,)
+        for proj in ("gate", "up"):
+            shapes[f"{p}/mlp/{proj}/w"] = (d, mlp)
+            shapes[f"{p}/mlp/{proj}/b"] = (mlp,)
+        shapes[f"{p}/mlp/down/w"] = (mlp, d)
+        shapes[f"{p}/mlp/down/b"] = (d,)
+        shapes[f"{p}/ls1"] = (d,)
+        shapes[f"{p}/ls2"] = (d,)
+        shapes[f"{p}/rel_pos"] = (32, 8)
+        for a in ("adapter_in", "adapter_out"):
+            shapes[f"{p}/{a}/w"] = (d, 16) if a == "adapter_in" else (16, d)
+            shapes[f"{p}/{a}/b"] = (16,) if a == "adapter_in" else (d,)
+        shapes[f"{p}/attn/temperature"] = (8,)
+        shapes[f"{p}/attn/sink"] = (8,)
+        shapes[f"{p}/attn/alibi"] = (8,)
+        shapes[f"{p}/mlp/act_scale"] = (mlp,)
+    shapes["final_ln/scale"] = (d,)
+    shapes["final_ln/bias"] = (d,)
+    shapes["head/w"] = (d, vocab)
+    shapes["head/b"] = (vocab,)
+    return shapes
+
+
+def tiny_shapes():
+    return {"a": (64, 32), "b": (32,), "c": (3, 3, 8, 16), "d": (16,)}
+
+
+TREES = {"resnet": resnet50_shapes, "transformer": transformer_shapes, "tiny": tiny_shapes}
+
+
+def make_tree(shapes: dict[str, tuple[int, ...]], seed: int, scale: float = 0.02):
+    rng = np.random.default_rng(seed)
+    return {k: jnp.asarray(rng.standard_normal(s, dtype=np.float32) * scale) for k, s in shapes.items()}
+
+
+def tree_bytes(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+# ----------------------------------------------------------------- cases
+
+TOTAL_STEPS, WARMUP = 10_000, 500
+
+
+def fn_chain(plateau: bool):
+    lr = schedules.warmup(schedules.cosine_decay(1e-3, TOTAL_STEPS - WARMUP, 1e-5), WARMUP, 0.0)
+    parts = [transforms.clip_by_global_norm(1.0), fnopt.adamw(lr, weight_decay=1e-2)]
+    if plateau:
+        parts.append(transforms.reduce_on_plateau())
+    return fnopt.chain(*parts)
+
+
+def ox_chain(plateau: bool):
+    lr = optax.warmup_cosine_decay_schedule(0.0, 1e-3, WARMUP, TOTAL_STEPS, 1e-5)
+    parts = [optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=1e-2)]
+    if plateau:
+        parts.append(optax.contrib.reduce_on_plateau())
+    return optax.chain(*parts)
+
+
+# name -> (fnopt factory, optax factory, number of per-param state buffers, needs value=, torch spec)
+CASES: dict[str, tuple[Callable, Callable, int, bool, tuple]] = {
+    "sgd_momentum": (lambda: fnopt.sgd(1e-2, momentum=0.9), lambda: optax.sgd(1e-2, momentum=0.9), 1, False,
+                     ("SGD", dict(lr=1e-2, momentum=0.9), False, False)),
+    "adam": (lambda: fnopt.adam(1e-3), lambda: optax.adam(1e-3), 2, False, ("Adam", dict(lr=1e-3), False, False)),
+    "adamw": (lambda: fnopt.adamw(1e-3, weight_decay=1e-2), lambda: optax.adamw(1e-3, weight_decay=1e-2), 2, False,
+              ("AdamW", dict(lr=1e-3, weight_decay=1e-2), False, False)),
+    "rmsprop": (lambda: fnopt.rmsprop(1e-2), lambda: optax.rmsprop(1e-2), 1, False,
+                ("RMSprop", dict(lr=1e-2), False, False)),
+    "adagrad": (lambda: fnopt.adagrad(1e-2), lambda: optax.adagrad(1e-2), 1, False,
+                ("Adagrad", dict(lr=1e-2), False, False)),
+    "clip+adamw(warmup_cos)": (lambda: fn_chain(False), lambda: ox_chain(False), 2, False,
+                               ("AdamW", dict(lr=1e-3, weight_decay=1e-2), True, False)),
+    "clip+adamw(warmup_cos)+plateau": (lambda: fn_chain(True), lambda: ox_chain(True), 2, True,
+                                       ("AdamW", dict(lr=1e-3, weight_decay=1e-2), True, True)),
+}
+
+
+def make_step(tx, with_value: bool):
+    if with_value:
+        def step(params, state, grads, value):
+            updates, state = tx.update(grads, state, params, value=value)
+            return optax.apply_updates(params, updates), state
+    else:
+        def step(params, state, grads, value):
+            del value
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+    return step
+
+
+def roofline_step(params, state, grads, value):
+    """Reads params, grads and k state buffers; writes params and k state buffers."""
+    del value
+    new_params = jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads)
+    new_state = tuple(jax.tree.map(lambda s, g, c=i: s * 0.5 + (1.0 + c) * g, s_tree, grads)
+                      for i, s_tree in enumerate(state))
+    return new_params, new_state
+
+
+def hlo_stats(compiled) -> dict[str, int]:
+    """Counts in the optimized HLO: fusions / ops in the entry computation, and reduce ops."""
+    text = compiled.as_text()
+    entry = text[text.find("ENTRY"):]
+    entry = entry[: entry.find("\n}") if "\n}" in entry else len(entry)]
+    entry_ops = [ln for ln in entry.splitlines()[1:] if "=" in ln]
+    fusions = sum(1 for ln in entry_ops if re.search(r"=\s*\S+\s+fusion\(", ln) or " fusion(" in ln)
+    return {
+        "entry_ops": len(entry_ops),
+        "entry_fusions": fusions,
+        "fused_computations": len(re.findall(r"^%?fused_computation|^fused_computation|\nfused_", text)),
+        "reduces": len(re.findall(r"\breduce\(", text)),
+    }
+
+
+class JaxRunner:
+    def __init__(self, step, params, state, grads, value):
+        self.grads, self.value = grads, value
+        jitted = jax.jit(step, donate_argnums=(0, 1))
+        t0 = time.perf_counter()
+        self.compiled = jitted.lower(params, state, grads, value).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.hlo = hlo_stats(self.compiled)
+        self.params, self.state = params, state
+        for _ in range(2):  # warm-up
+            self.run()
+
+    def run(self) -> float:
+        t0 = time.perf_counter()
+        self.params, self.state = self.compiled(self.params, self.state, self.grads, self.value)
+        jax.block_until_ready((self.params, self.state))
+        return time.perf_counter() - t0
+
+    def close(self):
+        del self.params, self.state, self.compiled
+
+
+class TorchRunner:
+    def __init__(self, shapes, spec, impl: str, seed: int):
+        import torch
+
+        cls_name, kwargs, clip, plateau = spec
+        self.torch = torch
+        rng = np.random.default_rng(seed)
+        self.params = [torch.nn.Parameter(torch.from_numpy(rng.standard_normal(s, dtype=np.float32) * 0.02))
+                       for s in shapes.values()]
+        for p in self.params:
+            p.grad = torch.from_numpy(rng.standard_normal(p.shape, dtype=np.float32) * 0.02)
+        cls = getattr(torch.optim, cls_name)
+        flag = {"foreach": dict(foreach=True), "fused": dict(fused=True)}[impl]
+        self.opt = cls(self.params, **kwargs, **flag)
+        self.clip = clip
+        self.sched = None
+        if clip:
+            def lam(t):
+                if t < WARMUP:
+                    return t / WARMUP
+                frac = min((t - WARMUP) / (TOTAL_STEPS - WARMUP), 1.0)
+                return 1e-2 + (1 - 1e-2) * 0.5 * (1 + np.cos(np.pi * frac))
+            self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lam)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt) if plateau else None
+        self.compile_s = 0.0
+        self.hlo = {}
+        for _ in range(2):
+            self.run()
+
+    def run(self) -> float:
+        t0 = time.perf_counter()
+        with self.torch.no_grad():
+            if self.clip:
+                self.torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+            self.opt.step()
+            if self.sched is not None:
+                self.sched.step()
+            if self.plateau is not None:
+                self.plateau.step(1.0)
+        return time.perf_counter() - t0
+
+    def close(self):
+        del self.opt, self.params
+
+
+def torch_supports(spec, impl: str) -> bool:
+    try:
+        import torch
+    except Exception:
+        return False
+    try:
+        p = torch.nn.Parameter(torch.zeros(4))
+        p.grad = torch.ones(4)
+        opt = getattr(torch.optim, spec[0])([p], **spec[1], **{impl: True})
+        opt.step()
+        return True
+    except Exception:
+        return False
+
+
+def bench_case(tree_name, shapes, case, reps, use_torch, seed=0):
+    fn_make, ox_make, k, with_value, tspec = CASES[case]
+    params0 = make_tree(shapes, seed)
+    grads = make_tree(shapes, seed + 1)
+    value = jnp.asarray(1.0, jnp.float32)
+    nbytes = tree_bytes(params0)
+    traffic = nbytes * ((2 + k) + (1 + k))
+
+    def fresh_params():
+        return jax.tree.map(jnp.copy, params0)
+
+    runners: dict[str, Any] = {}
+    fn_tx, ox_tx = fn_make(), ox_make()
+    p = fresh_params()
+    runners["fnopt"] = JaxRunner(make_step(fn_tx, with_value), p, fn_tx.init(p), grads, value)
+    p = fresh_params()
+    runners["optax"] = JaxRunner(make_step(ox_tx, with_value), p, ox_tx.init(p), grads, value)
+    p = fresh_params()
+    roof_state = tuple(jax.tree.map(jnp.zeros_like, p) for _ in range(k))
+    runners["roofline"] = JaxRunner(roofline_step, p, roof_state, grads, value)
+    del params0
+    if use_torch:
+        for impl in ("foreach", "fused"):
+            if torch_supports(tspec, impl):
+                runners[f"torch_{impl}"] = TorchRunner(shapes, tspec, impl, seed)
+
+    times: dict[str, list[float]] = {n: [] for n in runners}
+    names = list(runners)
+    for r in range(reps):
+        order = names if r % 2 == 0 else names[::-1]  # alternate the order as well
+        for n in order:
+            times[n].append(runners[n].run())
+    out = {"tree": tree_name, "case": case, "state_buffers": k, "param_bytes": nbytes, "traffic_bytes": traffic,
+           "reps": reps, "impls": {}}
+    for n, r_ in runners.items():
+        med = statistics.median(times[n])
+        out["impls"][n] = {
+            "ms": med * 1e3,
+            "gbps": traffic / med / 1e9,
+            "ms_min": min(times[n]) * 1e3,
+            "compile_s": r_.compile_s,
+            "hlo": r_.hlo,
+        }
+        r_.close()
+    ms = {n: v["ms"] for n, v in out["impls"].items()}
+    out["fnopt_over_optax"] = ms["fnopt"] / ms["optax"]
+    out["fnopt_over_roofline"] = ms["fnopt"] / ms["roofline"]
+    out["optax_over_roofline"] = ms["optax"] / ms["roofline"]
+    return out
+
+
+def fmt(x, spec=".2f"):
+    return "-" if x is None else format(x, spec)
+
+
+def markdown(results) -> str:
+    lines = []
+    for tree in dict.fromkeys(r["tree"] for r in results):
+        rs = [r for r in results if r["tree"] == tree]
+        r0 = rs[0]
+        leaves = r0["leaves"]
+        lines.append(f"### {tree}: {leaves} leaves, {r0['param_bytes'] / 4 / 1e6:.2f}M float32 params, "
+                     f"{r0['reps']} reps (medians)\n")
+        lines.append("| case | fnopt ms | optax ms | roofline ms | torch foreach ms | torch fused ms "
+                     "| fnopt GB/s | optax GB/s | roofline GB/s | fnopt/optax | fnopt/roofline | optax/roofline "
+                     "| compile fnopt s | compile optax s | fusions fnopt/optax |")
+        lines.append("|" + "---|" * 15)
+        for r in rs:
+            im = r["impls"]
+            g = lambda n, key: im[n][key] if n in im else None  # noqa: E731
+            fus = f"{im['fnopt']['hlo'].get('entry_fusions', '-')}/{im['optax']['hlo'].get('entry_fusions', '-')}"
+            lines.append(
+                f"| {r['case']} | {fmt(g('fnopt', 'ms'))} | {fmt(g('optax', 'ms'))} | {fmt(g('roofline', 'ms'))} "
+                f"| {fmt(g('torch_foreach', 'ms'))} | {fmt(g('torch_fused', 'ms'))} "
+                f"| {fmt(g('fnopt', 'gbps'), '.1f')} | {fmt(g('optax', 'gbps'), '.1f')} "
+                f"| {fmt(g('roofline', 'gbps'), '.1f')} | {r['fnopt_over_optax']:.2f} | {r['fnopt_over_roofline']:.2f} "
+                f"| {r['optax_over_roofline']:.2f} | {fmt(g('fnopt', 'compile_s'))} | {fmt(g('optax', 'compile_s'))} "
+                f"| {fus} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tree", choices=["resnet", "transformer", "both"], default="both")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--tiny", action="store_true", help="tiny tree, 2 reps, for the smoke test")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--json", dest="json_path")
+    ap.add_argument("--md", dest="md_path")
+    args = ap.parse_args(argv)
+
+    trees = ["tiny"] if args.tiny else (["resnet", "transformer"] if args.tree == "both" else [args.tree])
+    reps = 2 if args.tiny else args.reps
+    cases = [c for c in args.cases.split(",") if c]
+    for c in cases:
+        if c not in CASES:
+            ap.error(f"unknown case {c!r}")
+    use_torch = not args.no_torch
+    if use_torch:
+        try:
+            import torch  # noqa: F401
+        except Exception:
+            use_torch = False
+
+    results = []
+    for tree in trees:
+        shapes = TREES[tree]()
+        for case in cases:
+            r = bench_case(tree, shapes, case, reps, use_torch)
+            r["leaves"] = len(shapes)
+            results.append(r)
+            print(f"# {tree:12s} {case:32s} fnopt {r['impls']['fnopt']['ms']:8.2f} ms  "
+                  f"optax {r['impls']['optax']['ms']:8.2f} ms  roofline {r['impls']['roofline']['ms']:8.2f} ms",
+                  file=sys.stderr, flush=True)
+
+    md = markdown(results)
+    meta = {
+        "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
+        "jax": jax.__version__, "optax": optax.__version__, "fnopt": fnopt.__version__,
+        "backend": jax.default_backend(), "devices": str(jax.devices()), "platform": platform.platform(),
+        "cpu_count": __import__("os").cpu_count(),
+    }
+    print(md)
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+    if args.md_path:
+        with open(args.md_path, "w") as f:
+            f.write(md + "\n")
+
+
+if __name__ == "__main__":
+    main()

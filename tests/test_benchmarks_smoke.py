@@ -1,0 +1,41 @@
+"""The benchmark scripts run in their tiny configuration and produce their tables."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+
+def _run(args, timeout=300):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=True)
+
+
+def test_step_time_tiny(tmp_path):
+    js, md = tmp_path / "step.json", tmp_path / "step.md"
+    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--json", str(js), "--md", str(md)])
+    assert "| case | fnopt ms | optax ms | roofline ms" in out.stdout
+    data = json.loads(js.read_text())
+    cases = {r["case"] for r in data["results"]}
+    assert {"sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "clip+adamw(warmup_cos)",
+            "clip+adamw(warmup_cos)+plateau"} <= cases
+    for r in data["results"]:
+        for impl in ("fnopt", "optax", "roofline"):
+            assert r["impls"][impl]["ms"] > 0
+            assert r["impls"][impl]["compile_s"] > 0
+        assert r["fnopt_over_optax"] > 0 and r["fnopt_over_roofline"] > 0
+    assert "| clip+adamw(warmup_cos)+plateau |" in md.read_text()
+
+
+def test_memory_tiny(tmp_path):
+    js = tmp_path / "mem.json"
+    out = _run([os.path.join(BENCH, "memory.py"), "--tiny", "--json", str(js)])
+    assert "| optimizer | impl | peak RSS MiB |" in out.stdout
+    rows = json.loads(js.read_text())["rows"]
+    assert {(r["opt"], r["impl"]) for r in rows} == {
+        ("adam", "fnopt"), ("adam", "optax"), ("clip+adamw", "fnopt"), ("clip+adamw", "optax")}
+    assert all(r["peak_bytes"] > 0 for r in rows)
