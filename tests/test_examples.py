@@ -1,32 +1,21 @@
 """Smoke tests: the examples run end to end in tiny configurations."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quickstart_runs_and_draws_its_schedules(tmp_path, capsys):
+def test_quickstart_runs_and_draws_its_schedules(load_example, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    _load("quickstart").main(["--steps", "60", "--out", str(tmp_path)])
+    load_example("quickstart").main(["--steps", "60", "--out", str(tmp_path)])
     assert "loss" in capsys.readouterr().out
     assert (tmp_path / "quickstart_schedules.png").stat().st_size > 0
 
 
-def test_compare_schedules_tiny_run_writes_table_and_pictures(tmp_path, capsys):
+def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_path, capsys):
     pytest.importorskip("mnist1d")
     pytest.importorskip("matplotlib")
-    summary = _load("compare_schedules").main(
+    summary = load_example("compare_schedules").main(
         ["--epochs", "1", "--seeds", "2", "--find-steps", "20", "--out", str(tmp_path), "--no-progress"]
     )
     out = capsys.readouterr().out

@@ -1,26 +1,15 @@
 """Smoke tests: the Flax plateau / early-stopping and checkpoint examples run
 end to end in tiny configurations."""
 
-import importlib.util
-import pathlib
-
 import pytest
 
 pytest.importorskip("flax")
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("api", ["linen", "nnx"])
-def test_flax_plateau_early_stopping_example(api, capsys):
+def test_flax_plateau_early_stopping_example(load_example, api, capsys):
     pytest.importorskip("mnist1d")
-    result = _load("flax_plateau_early_stopping").main(
+    result = load_example("flax_plateau_early_stopping").main(
         ["--api", api, "--samples", "500", "--epochs", "40", "--hidden", "16",
          "--patience", "0", "--stop-patience", "2"]
     )
@@ -34,9 +23,9 @@ def test_flax_plateau_early_stopping_example(api, capsys):
     assert history[-1]["lr"] < history[0]["lr"]
 
 
-def test_checkpoint_resume_example_is_bit_identical(tmp_path, capsys):
+def test_checkpoint_resume_example_is_bit_identical(load_example, tmp_path, capsys):
     pytest.importorskip("orbax.checkpoint")
-    result = _load("checkpoint_resume").main(["--epochs", "5", "--crash-at", "2", "--out", str(tmp_path)])
+    result = load_example("checkpoint_resume").main(["--epochs", "5", "--crash-at", "2", "--out", str(tmp_path)])
     assert result["identical"] and result["steps"] == 5 * 20
     assert "bit-identical: True" in capsys.readouterr().out
     assert (tmp_path / "checkpoints").is_dir()

@@ -1,27 +1,16 @@
 """Smoke test: the sweep example runs in a tiny configuration; the vmapped and
 sequential fnopt sweeps agree and the sequential one compiles once."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sweep_tiny_run_writes_table_and_vmap_matches_sequential(tmp_path, capsys):
+def test_sweep_tiny_run_writes_table_and_vmap_matches_sequential(load_example, tmp_path, capsys):
     pytest.importorskip("mnist1d")
     pytest.importorskip("optax")
-    summary = _load("sweep").main(
+    summary = load_example("sweep").main(
         ["--peaks", "0.1", "0.3", "--pcts", "0.3", "--steps", "20", "--out", str(tmp_path)]
     )
     out = capsys.readouterr().out
