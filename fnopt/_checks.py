@@ -7,7 +7,7 @@ inspected in Python and are passed through unchecked.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -103,15 +103,6 @@ def check_choice(call: str, name: str, value: Any, choices: tuple[str, ...]) -> 
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)
         raise ValueError(f"`{call}({name}=...)` must be one of {options}, got {value!r}")
-
-
-def check_relation(call: str, message: str, holds: Callable[[], Any], *values: Any) -> None:
-    """Raises ``ValueError(f"`{call}`: {message}")`` when every value is concrete
-    and ``holds()`` is false."""
-    if any(is_traced(v) for v in values):
-        return
-    if not bool(np.all(holds())):
-        raise ValueError(f"`{call}(...)`: {message}")
 
 
 def check_schedule(call: str, name: str, value: Any) -> None:
