@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from ._base import Hyper, next_count, resolve, resolve_all, zero_count
-from ._checks import as_float
-from ._common import check_hypers, compute_dtype, full_like, map_unzip, storage_dtype
+from ._checks import as_float, check_flag
+from ._common import check_hypers, compute_dtype, full_like, map_unzip, once_per_dtype, storage_dtype
 
 # ----------------------------------------------------------------- Adagrad
 
@@ -70,7 +70,7 @@ def scale_by_adagrad(
             out = g_c / (jnp.sqrt(s_new) + h["eps"].astype(cd))
             return out.astype(g.dtype), s_new.astype(s.dtype)
 
-        out, sums = map_unzip(leaf, 2, updates, state.sum_of_squares)
+        out, sums = map_unzip(call, leaf, 2, updates, state.sum_of_squares)
         return out, ScaleByAdagradState(next_count(state.count), sums, h)
 
     return optax.GradientTransformationExtraArgs(init, update)
@@ -114,6 +114,7 @@ def scale_by_rms(
     """
     call = "scale_by_rms"
     check_hypers(call, alpha=alpha, eps=eps)
+    check_flag(call, "centered", centered)
     hypers = {"alpha": alpha, "eps": eps}
 
     def init(params):
@@ -124,13 +125,18 @@ def scale_by_rms(
         del params, extra_args
         h = resolve_all(hypers, state.count)
 
+        @once_per_dtype
+        def coef(cd):
+            a = h["alpha"].astype(cd)
+            return a, 1 - a, h["eps"].astype(cd)
+
         def leaf(g, sq, ga):
             cd = compute_dtype(g)
-            a, e = h["alpha"].astype(cd), h["eps"].astype(cd)
+            a, c, e = coef(cd)
             g_c = g.astype(cd)
-            sq_new = a * sq.astype(cd) + (1 - a) * (g_c * g_c)
+            sq_new = a * sq.astype(cd) + c * (g_c * g_c)
             if centered:
-                ga_new = a * ga.astype(cd) + (1 - a) * g_c
+                ga_new = a * ga.astype(cd) + c * g_c
                 var = jnp.maximum(sq_new - ga_new * ga_new, 0)
                 ga_out = ga_new.astype(ga.dtype)
             else:
@@ -139,7 +145,7 @@ def scale_by_rms(
             return out.astype(g.dtype), sq_new.astype(sq.dtype), ga_out
 
         grad_avg = state.grad_avg if centered else state.square_avg
-        out, sq, ga = map_unzip(leaf, 3, updates, state.square_avg, grad_avg)
+        out, sq, ga = map_unzip(call, leaf, 3, updates, state.square_avg, grad_avg)
         new_state = ScaleByRmsState(next_count(state.count), sq, ga if centered else None, h)
         return out, new_state
 
@@ -149,11 +155,22 @@ def scale_by_rms(
 # -------------------------------------------------------------------- Adam
 
 
-def _moments(h, cd, g, m, v):
+def _moment_coefficients(h):
+    """``(b1, 1 - b1, b2, 1 - b2)`` in each arithmetic dtype, computed once."""
+
+    @once_per_dtype
+    def coef(cd):
+        b1, b2 = h["b1"].astype(cd), h["b2"].astype(cd)
+        return b1, 1 - b1, b2, 1 - b2
+
+    return coef
+
+
+def _moments(coef, cd, g, m, v):
     """Updated first and second moment EMAs in the arithmetic dtype ``cd``."""
-    b1, b2 = h["b1"].astype(cd), h["b2"].astype(cd)
+    b1, c1, b2, c2 = coef(cd)
     g_c = g.astype(cd)
-    return b1 * m.astype(cd) + (1 - b1) * g_c, b2 * v.astype(cd) + (1 - b2) * (g_c * g_c)
+    return b1 * m.astype(cd) + c1 * g_c, b2 * v.astype(cd) + c2 * (g_c * g_c)
 
 
 class ScaleByAdamState(NamedTuple):
@@ -204,8 +221,9 @@ def scale_by_adam(
     """
     call = "scale_by_adam"
     check_hypers(call, b1=b1, b2=b2, eps=eps)
+    check_flag(call, "amsgrad", amsgrad)
     hypers = {"b1": b1, "b2": b2, "eps": eps}
-    mu_dtype = storage_dtype(mu_dtype)
+    mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
         nu = full_like(params)
@@ -219,9 +237,11 @@ def scale_by_adam(
         bc1 = 1 - h["b1"] ** t
         bc2_sqrt = jnp.sqrt(1 - h["b2"] ** t)
 
+        coef = _moment_coefficients(h)
+
         def leaf(g, m, v, v_max):
             cd = compute_dtype(g)
-            m_new, v_new = _moments(h, cd, g, m, v)
+            m_new, v_new = _moments(coef, cd, g, m, v)
             if amsgrad:
                 v_max_new = jnp.maximum(v_max.astype(cd), v_new)
                 v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
@@ -232,7 +252,7 @@ def scale_by_adam(
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
 
         v_max = state.nu_max if amsgrad else state.nu
-        out, mu, nu, nu_max = map_unzip(leaf, 4, updates, state.mu, state.nu, v_max)
+        out, mu, nu, nu_max = map_unzip(call, leaf, 4, updates, state.mu, state.nu, v_max)
         new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h)
         return out, new_state
 
@@ -286,7 +306,7 @@ def scale_by_radam(
     call = "scale_by_radam"
     check_hypers(call, b1=b1, b2=b2, eps=eps)
     hypers = {"b1": b1, "b2": b2, "eps": eps}
-    mu_dtype = storage_dtype(mu_dtype)
+    mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
         record = resolve_all(hypers, zero_count())
@@ -308,15 +328,17 @@ def scale_by_radam(
         rect = jnp.sqrt((r_t - 4) * (r_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * r_t))
         scale = jnp.sqrt(bc2) * rect
 
+        coef = _moment_coefficients(h)
+
         def leaf(g, m, v):
             cd = compute_dtype(g)
-            m_new, v_new = _moments(h, cd, g, m, v)
+            m_new, v_new = _moments(coef, cd, g, m, v)
             m_hat = m_new / bc1.astype(cd)
             adaptive = scale.astype(cd) / (jnp.sqrt(v_new) + h["eps"].astype(cd))
             out = jnp.where(rectify, m_hat * adaptive, m_hat)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
-        out, mu, nu = map_unzip(leaf, 3, updates, state.mu, state.nu)
+        out, mu, nu = map_unzip(call, leaf, 3, updates, state.mu, state.nu)
         return out, ScaleByRAdamState(next_count(state.count), mu, nu, h)
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -13,6 +13,7 @@ import optax
 
 from ._adaptive import scale_by_adagrad, scale_by_adam, scale_by_radam, scale_by_rms
 from ._base import Hyper
+from ._checks import check_flag
 from ._common import check_hypers, check_nesterov, is_zero
 from ._elementwise import add_decayed_weights, add_weight_decay, scale_by_learning_rate
 from ._momentum import scale_by_momentum
@@ -160,6 +161,7 @@ def adam(
     """
     call = "adam"
     check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    check_flag(call, "amsgrad", amsgrad)
     return _chain(
         _coupled_decay(weight_decay),
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
@@ -221,6 +223,7 @@ def adamw(
     """
     call = "adamw"
     check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    check_flag(call, "amsgrad", amsgrad)
     return _chain(
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
         _decoupled_decay(weight_decay),
@@ -383,6 +386,7 @@ def rmsprop(
     """
     call = "rmsprop"
     check_hypers(call, learning_rate=learning_rate, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
+    check_flag(call, "centered", centered)
     return _chain(
         _coupled_decay(weight_decay),
         scale_by_rms(alpha, eps, centered=centered),

@@ -30,27 +30,50 @@ def is_traced(x: Any) -> bool:
 
 
 def concrete(call: str, name: str, value: Any) -> np.ndarray | None:
-    """Returns ``value`` as a float64 NumPy array, or None when it is traced."""
+    """Returns ``value`` as a float64 NumPy array, or None when it is traced.
+
+    The value is checked as the math will see it: rounded to the default float
+    dtype, with subnormals flushed to zero (as XLA on CPU does). So ``1e39`` is
+    not finite in float32, ``0.99999999`` is 1 and ``1e-50`` is 0.
+    """
     if is_traced(value):
         return None
     if isinstance(value, (str, bytes)) or callable(value):
         raise ValueError(f"`{call}({name}=...)` must be a number, got {value!r}")
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        raw = np.asarray(value)
+        if raw.dtype.kind in "USOcMm":  # strings, objects (None, mixed), complex, dates
+            raise TypeError
+        arr = raw.astype(np.float64)
     except (TypeError, ValueError):
         raise ValueError(
             f"`{call}({name}=...)` must be a number, got {value!r}"
         ) from None
+    dtype = np.dtype(float_dtype())
+    with np.errstate(over="ignore", under="ignore"):
+        seen = arr.astype(dtype)
+    seen = np.where(np.abs(seen) < np.finfo(dtype).tiny, 0.0, seen).astype(np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"`{call}({name}=...)` must be finite, got {_show(value)}")
-    return arr
+    if not np.all(np.isfinite(seen)):
+        raise ValueError(
+            f"`{call}({name}=...)` must be finite, got {_show(value)}{_rounded(arr, seen, dtype)}"
+        )
+    return seen
+
+
+def _rounded(arr: np.ndarray, seen: np.ndarray, dtype: np.dtype) -> str:
+    """`` (x in float32)`` when rounding to the compute dtype changed the value."""
+    if np.array_equal(arr, seen, equal_nan=True):
+        return ""
+    return f" ({_show(seen.astype(dtype))} in {dtype.name})"
 
 
 def _show(value: Any) -> str:
     arr = np.asarray(value)
     if arr.ndim == 0:
         return repr(arr.item())
-    return np.array2string(arr, threshold=8)
+    return np.array2string(arr, threshold=8, floatmode="unique")
 
 
 def _fmt(bound: float) -> str:
@@ -72,12 +95,16 @@ def check_range(
     arr = concrete(call, name, value)
     if arr is None:
         return
-    ok = np.ones(arr.shape, dtype=bool)
-    if low is not None:
-        ok &= arr > low if low_open else arr >= low
-    if high is not None:
-        ok &= arr < high if high_open else arr <= high
-    if np.all(ok):
+
+    def inside(a: np.ndarray) -> bool:
+        ok = np.ones(a.shape, dtype=bool)
+        if low is not None:
+            ok &= a > low if low_open else a >= low
+        if high is not None:
+            ok &= a < high if high_open else a <= high
+        return bool(np.all(ok))
+
+    if inside(arr):
         return
     if low is not None and high is not None:
         interval = (
@@ -88,7 +115,9 @@ def check_range(
         interval = f"{'>' if low_open else '>='} {_fmt(low)}"
     else:
         interval = f"{'<' if high_open else '<='} {_fmt(high)}"
-    raise ValueError(f"`{call}({name}=...)` must be {interval}, got {_show(value)}")
+    original = np.asarray(value, dtype=np.float64)
+    note = _rounded(original, arr, np.dtype(float_dtype())) if inside(original) else ""
+    raise ValueError(f"`{call}({name}=...)` must be {interval}, got {_show(value)}{note}")
 
 
 def check_positive(call: str, name: str, value: Any) -> None:
@@ -103,6 +132,19 @@ def check_choice(call: str, name: str, value: Any, choices: tuple[str, ...]) -> 
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)
         raise ValueError(f"`{call}({name}=...)` must be one of {options}, got {value!r}")
+
+
+def check_flag(call: str, name: str, value: Any) -> None:
+    """A static switch (``three_phase``, ``nesterov``): ``True`` or ``False``,
+    not a truthy string such as ``"False"``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{call}({name}=...)` must be True or False, got {value!r}")
+
+
+def check_scalar(call: str, name: str, value: Any) -> None:
+    """A concrete argument that must be a single number, not an array."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"`{call}({name}=...)` must be a scalar, got shape {np.shape(value)}")
 
 
 def check_schedule(call: str, name: str, value: Any) -> None:

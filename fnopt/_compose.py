@@ -71,6 +71,9 @@ def join(schedules: Sequence[Schedule | ArrayLike], boundaries: Sequence[ArrayLi
         >>> [float(s(t)) for t in (0, 5, 9)]
         [0.0, 1.0, 1.0]
     """
+    for name, value in (("schedules", schedules), ("boundaries", boundaries)):
+        if isinstance(value, (str, bytes)) or not (hasattr(value, "shape") or hasattr(value, "__iter__")):
+            raise ValueError(f"`join({name}=...)` must be a sequence, got {value!r}")
     schedules = list(schedules)
     boundaries = list(boundaries) if not hasattr(boundaries, "shape") else boundaries
     if not schedules:

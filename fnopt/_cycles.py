@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._checks import (
     as_float,
     check_choice,
+    check_flag,
     check_positive,
     check_range,
     concrete,
+    is_traced,
 )
 from ._decay import (
     ArrayLike,
     Schedule,
+    as_array,
     as_step,
     cos_anneal,
     floor_divmod,
@@ -190,10 +194,11 @@ def _one_cycle_phases(
     return start_v, end_v, remaining, progress
 
 
-def _check_one_cycle(call, total_steps, pct_start, anneal):
+def _check_one_cycle(call, total_steps, pct_start, anneal, three_phase):
     check_positive(call, "total_steps", total_steps)
     check_range(call, "pct_start", pct_start, 0.0, 1.0, low_open=True, high_open=True)
     check_choice(call, "anneal", anneal, tuple(_ANNEAL))
+    check_flag(call, "three_phase", three_phase)
 
 
 def one_cycle(
@@ -235,7 +240,7 @@ def one_cycle(
     """
     call = "one_cycle"
     concrete(call, "max_value", max_value)
-    _check_one_cycle(call, total_steps, pct_start, anneal)
+    _check_one_cycle(call, total_steps, pct_start, anneal, three_phase)
     check_positive(call, "div_factor", div_factor)
     check_positive(call, "final_div_factor", final_div_factor)
     fn = _ANNEAL[anneal]
@@ -277,7 +282,7 @@ def one_cycle_momentum(
         three_phase: use torch's three-phase variant (static).
     """
     call = "one_cycle_momentum"
-    _check_one_cycle(call, total_steps, pct_start, anneal)
+    _check_one_cycle(call, total_steps, pct_start, anneal, three_phase)
     concrete(call, "base_value", base_value)
     concrete(call, "max_value", max_value)
     fn = _ANNEAL[anneal]
@@ -305,8 +310,12 @@ def _cyclic_wave(step, step_size_up, step_size_down, mode, gamma) -> jax.Array:
     """
     down_size = step_size_up if step_size_down is None else step_size_down
     up, down = as_float(step_size_up), as_float(down_size)
-    up_arr, down_arr = jnp.asarray(step_size_up), jnp.asarray(down_size)
-    if jnp.issubdtype(up_arr.dtype, jnp.integer) and jnp.issubdtype(down_arr.dtype, jnp.integer):
+    up_arr, down_arr = as_array(step_size_up), as_array(down_size)
+    if (
+        jnp.issubdtype(up_arr.dtype, jnp.integer)
+        and jnp.issubdtype(down_arr.dtype, jnp.integer)
+        and _int_sum_fits(step_size_up, down_size, up_arr.dtype)
+    ):
         cycle_len = up_arr + down_arr.astype(up_arr.dtype)  # exact integer cycles
     else:
         cycle_len = up + down  # e.g. an int32 and a float32 array: no implicit promotion
@@ -322,6 +331,15 @@ def _cyclic_wave(step, step_size_up, step_size_down, mode, gamma) -> jax.Array:
     if mode == "triangular2":
         return height * 0.5**cycles
     return height * power(gamma, as_step(step))
+
+
+def _int_sum_fits(a, b, dtype) -> bool:
+    """Whether concrete integers ``a + b`` fit ``dtype`` (traced ones are
+    assumed to: they cannot be inspected)."""
+    if is_traced(a) or is_traced(b):
+        return True
+    total = np.asarray(a, np.int64) + np.asarray(b, np.int64)
+    return bool(np.all(total <= np.iinfo(dtype).max))
 
 
 def _check_cyclic(call, base_value, max_value, step_size_up, step_size_down, mode, gamma):

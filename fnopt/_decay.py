@@ -29,6 +29,17 @@ def as_step(step: ArrayLike) -> jax.Array:
     return jnp.maximum(as_float(step), 0.0)
 
 
+def as_array(x: ArrayLike) -> jax.Array:
+    """``jnp.asarray(x)``, except that a Python int too large for the default
+    int dtype (e.g. a step count of ``2**40`` without x64) becomes a float
+    instead of raising ``OverflowError``."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        info = np.iinfo(jax.dtypes.canonicalize_dtype(np.int64))
+        if not info.min <= x <= info.max:
+            return as_float(x)
+    return jnp.asarray(x)
+
+
 def floor_divmod(step: ArrayLike, size: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """``(floor(step / size), step - floor(step / size) * size)`` as floats.
 
@@ -37,12 +48,15 @@ def floor_divmod(step: ArrayLike, size: ArrayLike) -> tuple[jax.Array, jax.Array
     correction step so that an exact multiple never lands in the previous
     period because of rounding.
     """
-    step_arr, size_arr = jnp.asarray(step), jnp.asarray(size)
+    step_arr, size_arr = as_array(step), as_array(size)
     if jnp.issubdtype(step_arr.dtype, jnp.integer) and jnp.issubdtype(
         size_arr.dtype, jnp.integer
     ):
-        step_arr = jnp.maximum(step_arr, 0)
-        size_arr = size_arr.astype(step_arr.dtype)
+        # The wider of the two int dtypes (an int64 size with x64 must not
+        # wrap around when cast to an int32 step).
+        wide = max(step_arr.dtype, size_arr.dtype, key=lambda d: jnp.dtype(d).itemsize)
+        step_arr = jnp.maximum(step_arr.astype(wide), 0)
+        size_arr = size_arr.astype(wide)
         q = step_arr // size_arr
         return as_float(q), as_float(step_arr - q * size_arr)
     t, s = as_step(step_arr), as_float(size_arr)

@@ -15,7 +15,7 @@ import optax
 
 from ._base import Hyper, next_count, resolve_all, zero_count
 from ._checks import as_float
-from ._common import check_hypers, compute_dtype, require_params
+from ._common import check_hypers, check_shapes, compute_dtype, once_per_dtype, packed_leaves, require_params
 
 
 class RecordState(NamedTuple):
@@ -50,6 +50,7 @@ def _weight_decay(call: str, weight_decay: Hyper) -> optax.GradientTransformatio
 
     def apply(updates, params, h):
         require_params(call, params)
+        check_shapes(call, updates, params)
 
         def leaf(g, p):
             cd = compute_dtype(g)
@@ -112,9 +113,11 @@ def scale_by_learning_rate(learning_rate: Hyper) -> optax.GradientTransformation
     def apply(updates, params, h):
         del params
 
+        step = once_per_dtype(lambda cd: -h["learning_rate"].astype(cd))
+
         def leaf(g):
             cd = compute_dtype(g)
-            return (g.astype(cd) * -h["learning_rate"].astype(cd)).astype(g.dtype)
+            return (g.astype(cd) * step(cd)).astype(g.dtype)
 
         return jax.tree.map(leaf, updates)
 
@@ -125,9 +128,8 @@ def global_norm(updates: optax.Updates, axis_name: str | None = None) -> jax.Arr
     """The L2 norm of all leaves together, in the default float dtype; with
     ``axis_name``, of the leaves of every shard along that mapped axis."""
     squares = as_float(0.0)
-    for g in jax.tree.leaves(updates):
-        g_c = g.astype(compute_dtype(g))
-        squares = squares + as_float(jnp.sum(g_c * g_c))
+    for g in packed_leaves(updates):
+        squares = squares + as_float(jnp.sum(g * g))
     if axis_name is not None:
         squares = jax.lax.psum(squares, axis_name)
     return jnp.sqrt(squares)
@@ -156,9 +158,11 @@ def clip_by_global_norm(
         norm = global_norm(updates, axis_name)
         scale = h["max_norm"] / jnp.maximum(norm, h["max_norm"])
 
+        factor = once_per_dtype(scale.astype)
+
         def leaf(g):
             cd = compute_dtype(g)
-            return (g.astype(cd) * scale.astype(cd)).astype(g.dtype)
+            return (g.astype(cd) * factor(cd)).astype(g.dtype)
 
         return jax.tree.map(leaf, updates)
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._checks import check_positive, check_range
+from ._checks import check_positive, check_range, check_scalar
 from ._decay import exponential_range
 
 # fastai drops the first tenth and the last five recorded points before suggesting.
@@ -214,6 +214,9 @@ def lr_find(
         https://arxiv.org/abs/1506.01186
     """
     call = "lr_find"
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr), ("smoothing", smoothing),
+                        ("diverge_factor", diverge_factor)):
+        check_scalar(call, name, value)
     check_positive(call, "start_lr", start_lr)
     check_positive(call, "end_lr", end_lr)
     if not float(end_lr) > float(start_lr):

@@ -9,7 +9,15 @@ import jax.numpy as jnp
 import optax
 
 from ._base import Hyper, next_count, resolve_all, zero_count
-from ._common import check_hypers, check_nesterov, compute_dtype, full_like, map_unzip, storage_dtype
+from ._common import (
+    check_hypers,
+    check_nesterov,
+    compute_dtype,
+    full_like,
+    map_unzip,
+    once_per_dtype,
+    storage_dtype,
+)
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -66,7 +74,7 @@ def scale_by_momentum(
     check_hypers(call, momentum=momentum, dampening=dampening)
     check_nesterov(call, nesterov, momentum, dampening)
     hypers = {"momentum": momentum, "dampening": dampening}
-    mu_dtype = storage_dtype(mu_dtype)
+    mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
         trace = full_like(params, 0.0, mu_dtype)
@@ -77,15 +85,23 @@ def scale_by_momentum(
         h = resolve_all(hypers, state.count)
         first = state.count == 0
 
+        @once_per_dtype
+        def coef(cd):
+            # torch starts the buffer at the gradient itself, b_0 = g_0: the
+            # buffer is zero until the first update (init; skipped steps do not
+            # count), so only dampening needs switching off on the first step.
+            m, d = h["momentum"].astype(cd), h["dampening"].astype(cd)
+            return m, jnp.where(first, jnp.ones_like(d), 1 - d)
+
         def leaf(g, buf):
             cd = compute_dtype(g)
-            m, d = h["momentum"].astype(cd), h["dampening"].astype(cd)
+            m, take = coef(cd)
             g_c = g.astype(cd)
-            new_buf = jnp.where(first, g_c, m * buf.astype(cd) + (1 - d) * g_c)
+            new_buf = m * buf.astype(cd) + take * g_c
             out = g_c + m * new_buf if nesterov else new_buf
             return out.astype(g.dtype), new_buf.astype(buf.dtype)
 
-        out, trace = map_unzip(leaf, 2, updates, state.trace)
+        out, trace = map_unzip(call, leaf, 2, updates, state.trace)
         return out, ScaleByMomentumState(next_count(state.count), trace, h)
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -42,11 +42,19 @@ def sign_of(mode: str) -> jax.Array:
     return as_float(1.0 if mode == "min" else -1.0)
 
 
-def as_metric(call: str, value: Any) -> jax.Array:
-    """A metric observation as a scalar of the default float dtype."""
+def as_metric(call: str, value: Any, axis_name: str | None = None) -> jax.Array:
+    """A metric observation as a scalar of the default float dtype; with
+    ``axis_name``, its mean over that mapped axis (``pmean``)."""
+    if not (is_traced(value) or isinstance(value, (int, float, np.number, np.ndarray, jax.Array))) or isinstance(
+        value, bool
+    ):
+        raise ValueError(f"`{call}`: the metric must be a real scalar number or array, got {value!r}")
     if jnp.ndim(value) != 0:
         raise ValueError(f"`{call}`: the metric must be a scalar, got shape {jnp.shape(value)}")
-    return as_float(value)
+    if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.iscomplexobj(value):
+        raise ValueError(f"`{call}`: the metric must be a real scalar number, got dtype {jnp.result_type(value)}")
+    value = as_float(value)
+    return value if axis_name is None else jax.lax.pmean(value, axis_name)
 
 
 def feed_window(state: Any, value: jax.Array, observe) -> Any:
@@ -146,6 +154,7 @@ def reduce_on_plateau(
     min_scale: Hyper = 0.0,
     eps: Hyper = 1e-8,
     window: Hyper = 1,
+    axis_name: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Scales the updates down when a monitored metric stops improving.
 
@@ -208,6 +217,11 @@ def reduce_on_plateau(
         min_scale: the scale never goes below this, >= 0.
         eps: a cut that lowers the scale by ``eps`` or less is skipped.
         window: number of ``value=`` arguments averaged per observation, >= 1.
+        axis_name: under ``shard_map`` / ``pmap`` (or a named ``vmap``), the
+            ``value=`` passed to ``update`` is first averaged over this mapped
+            axis (``pmean``), so shards that each pass their local loss all
+            take the decision of the global mean. Static; ``None`` (the
+            default) uses ``value`` as given.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` with state
@@ -275,7 +289,9 @@ def reduce_on_plateau(
         del params, extra_args
         state = state._replace(config=config(state.count))
         if value is not None:
-            state = feed_window(state, as_metric("reduce_on_plateau.update(value=...)", value), observe_plateau)
+            state = feed_window(
+                state, as_metric("reduce_on_plateau.update(value=...)", value, axis_name), observe_plateau
+            )
         scale = state.scale
         updates = jax.tree.map(lambda u: u * cast_like(scale, u), updates)
         return updates, state._replace(count=next_count(state.count), hyperparams={"plateau_scale": scale})

@@ -14,7 +14,7 @@ from ._plateau import ReduceOnPlateauState, as_metric, observe_plateau
 from ._stopping import EarlyStoppingState, observe_stopping
 
 
-def report(opt_state: Any, value: Any) -> Any:
+def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
     """Feeds one observation of a metric to every plateau and early-stopping
     state inside ``opt_state``.
 
@@ -32,6 +32,10 @@ def report(opt_state: Any, value: Any) -> Any:
         opt_state: an optimizer state (any nesting of tuples, NamedTuples,
             lists and dicts).
         value: a scalar metric.
+        axis_name: under ``shard_map`` / ``pmap`` (or a named ``vmap``), the
+            name of the mapped axis over which ``value`` is averaged
+            (``pmean``) before it is observed, so shards that each report
+            their local metric take the decision of the global mean.
 
     Returns:
         The new optimizer state, of the same structure.
@@ -48,7 +52,7 @@ def report(opt_state: Any, value: Any) -> Any:
         >>> round(float(fnopt.hyperparams(state)["plateau_scale"]), 6)
         0.1
     """
-    value = as_metric("report(opt_state, value)", value)
+    value = as_metric("report(opt_state, value)", value, axis_name)
     new, plateaus = map_records(opt_state, ReduceOnPlateauState, lambda s: observe_plateau(s, value))
     new, stoppers = map_records(new, EarlyStoppingState, lambda s: observe_stopping(s, value))
     if plateaus + stoppers == 0:

@@ -76,6 +76,7 @@ def early_stopping(
     mode: str = "min",
     baseline: Hyper | None = None,
     window: Hyper = 1,
+    axis_name: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Stops training, by zeroing every update, when a metric stops improving.
 
@@ -120,6 +121,10 @@ def early_stopping(
         mode: ``"min"`` or ``"max"``.
         baseline: a value the metric must beat to reset ``wait``, or None.
         window: number of ``value=`` arguments averaged per observation, >= 1.
+        axis_name: under ``shard_map`` / ``pmap`` (or a named ``vmap``), the
+            ``value=`` passed to ``update`` is first averaged over this mapped
+            axis (``pmean``), so every shard stops on the global mean. Static;
+            ``None`` uses ``value`` as given.
 
     Numeric hyperparameters may be floats, traced arrays or schedules of the
     update count; concrete ones are validated.
@@ -181,7 +186,9 @@ def early_stopping(
         del params, extra_args
         state = state._replace(config=config(state.count))
         if value is not None:
-            state = feed_window(state, as_metric("early_stopping.update(value=...)", value), observe_stopping)
+            state = feed_window(
+                state, as_metric("early_stopping.update(value=...)", value, axis_name), observe_stopping
+            )
         stopped = state.stopped
         updates = jax.tree.map(lambda u: jnp.where(stopped, jnp.zeros_like(u), u), updates)
         return updates, state._replace(count=next_count(state.count))

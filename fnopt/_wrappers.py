@@ -11,7 +11,17 @@ import optax
 
 from ._base import Hyper, next_count, resolve_all, zero_count
 from ._checks import as_float
-from ._common import check_hypers, compute_dtype, require_params
+from ._common import check_hypers, compute_dtype, packed_leaves, require_params
+
+
+
+def _check_inner(call: str, inner) -> None:
+    if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
+        raise ValueError(
+            f"`{call}(inner=...)` must be a GradientTransformation (with `init` and `update`), "
+            f"got {inner!r}"
+        )
+
 
 # --------------------------------------------------------------- Lookahead
 
@@ -75,6 +85,7 @@ def lookahead(
         [-1.0]
     """
     call = "lookahead"
+    _check_inner(call, inner)
     check_hypers(call, sync_period=sync_period, alpha=alpha)
     inner = optax.with_extra_args_support(inner)
     hypers = {"sync_period": sync_period, "alpha": alpha}
@@ -130,7 +141,7 @@ class SkipNonfiniteState(NamedTuple):
 
 
 def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    leaves = [jnp.all(jnp.isfinite(x)) for x in packed_leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
@@ -165,6 +176,7 @@ def skip_nonfinite(
         ([0.0, 0.0], 1)
     """
     call = "skip_nonfinite"
+    _check_inner(call, inner)
     hypers = {}
     if max_consecutive_skips is not None:
         if callable(max_consecutive_skips):

@@ -281,6 +281,39 @@ def test_clip_by_global_norm_keeps_small_gradients():
     np.testing.assert_array_equal(out["a"], g["a"])
 
 
+def mixed_tree(rng):
+    """Leaves on both sides of the packing threshold, in two dtypes."""
+    return {
+        "big": jnp.asarray(rng.standard_normal((200, 100)), DTYPE),  # 20,000 elements: reduced alone
+        "bias": jnp.asarray(rng.standard_normal(7), DTYPE),
+        "scale": jnp.asarray(rng.standard_normal((3, 5)), DTYPE),
+        "half": jnp.asarray(rng.standard_normal(9), jnp.bfloat16),
+        "scalar": jnp.asarray(rng.standard_normal(()), DTYPE),
+    }
+
+
+def test_clip_by_global_norm_on_a_tree_of_large_small_and_bf16_leaves():
+    g = mixed_tree(np.random.default_rng(0))
+    as64 = {k: np.asarray(v.astype(jnp.float32), np.float64) for k, v in g.items()}
+    norm = math.sqrt(sum(float(np.sum(v * v)) for v in as64.values()))
+    tx = transforms.clip_by_global_norm(norm / 4)
+    out, _ = jax.jit(tx.update)(g, tx.init(g))
+    for k, v in out.items():
+        assert v.dtype == g[k].dtype
+        tol = 1e-2 if v.dtype == jnp.bfloat16 else 1e-6
+        np.testing.assert_allclose(np.asarray(v.astype(jnp.float32), np.float64), as64[k] / 4, rtol=tol, atol=1e-7)
+
+
+@pytest.mark.parametrize("where", ["big", "bias", "half", "scalar"])
+def test_skip_nonfinite_sees_a_nan_in_any_leaf(where):
+    g = mixed_tree(np.random.default_rng(1))
+    g[where] = g[where].at[(0,) * g[where].ndim].set(jnp.nan)
+    opt = transforms.skip_nonfinite(fnopt.sgd(0.1))
+    updates, state = jax.jit(opt.update)(g, opt.init(g))
+    assert int(state.total_skips) == 1
+    assert all(np.all(np.asarray(u.astype(jnp.float32)) == 0) for u in jax.tree.leaves(updates))
+
+
 # -------------------------------------------------------------- wrappers
 
 
