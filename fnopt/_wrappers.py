@@ -14,7 +14,6 @@ from ._checks import as_float
 from ._common import check_hypers, compute_dtype, packed_leaves, require_params
 
 
-
 def _check_inner(call: str, inner) -> None:
     if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
         raise ValueError(

@@ -12,9 +12,6 @@ not (ranges from the docstrings and the ``check_*`` calls). From it:
   *traced* hyperparameters inside one jitted function per factory (so the
   examples only change array values, not the compiled code), give finite
   updates and states over a few steps on a small params dict.
-
-Known gaps that live in modules this change does not touch are marked
-``xfail(strict=True)`` with the exact call in the reason.
 """
 
 from __future__ import annotations
@@ -608,31 +605,20 @@ def test_valid_hyperparameters_give_finite_updates(name, data, seed, scale):
 
 # ---------------------------------------------------- static switches
 
-NOT_EDITED = "validation lives in a module outside this change"
 FLAGS = [
-    ("one_cycle", lambda v: S.one_cycle(1.0, 100, three_phase=v), "three_phase", None),
-    ("one_cycle_momentum", lambda v: S.one_cycle_momentum(100, three_phase=v), "three_phase", None),
-    ("sgd", lambda v: fnopt.sgd(0.1, 0.9, nesterov=v), "nesterov", None),
-    ("scale_by_momentum", lambda v: T.scale_by_momentum(0.9, nesterov=v), "nesterov", None),
-    ("adam", lambda v: fnopt.adam(amsgrad=v), "amsgrad", None),
-    ("adamw", lambda v: fnopt.adamw(amsgrad=v), "amsgrad", None),
-    ("scale_by_adam", lambda v: T.scale_by_adam(amsgrad=v), "amsgrad", None),
-    ("rmsprop", lambda v: fnopt.rmsprop(centered=v), "centered", None),
-    ("scale_by_rms", lambda v: T.scale_by_rms(centered=v), "centered", None),
+    ("one_cycle", lambda v: S.one_cycle(1.0, 100, three_phase=v), "three_phase"),
+    ("one_cycle_momentum", lambda v: S.one_cycle_momentum(100, three_phase=v), "three_phase"),
+    ("sgd", lambda v: fnopt.sgd(0.1, 0.9, nesterov=v), "nesterov"),
+    ("scale_by_momentum", lambda v: T.scale_by_momentum(0.9, nesterov=v), "nesterov"),
+    ("adam", lambda v: fnopt.adam(amsgrad=v), "amsgrad"),
+    ("adamw", lambda v: fnopt.adamw(amsgrad=v), "amsgrad"),
+    ("scale_by_adam", lambda v: T.scale_by_adam(amsgrad=v), "amsgrad"),
+    ("rmsprop", lambda v: fnopt.rmsprop(centered=v), "centered"),
+    ("scale_by_rms", lambda v: T.scale_by_rms(centered=v), "centered"),
 ]
 
 
-@pytest.mark.parametrize(
-    "name,make,flag_name",
-    [
-        pytest.param(
-            n, m, f, id=f"{n}({f})",
-            marks=[pytest.mark.xfail(strict=True, reason=f"`{n}({f}='False')` is accepted as truthy: {why}")]
-            if why else [],
-        )
-        for n, m, f, why in FLAGS
-    ],
-)
+@pytest.mark.parametrize("name,make,flag_name", [pytest.param(n, m, f, id=f"{n}({f})") for n, m, f in FLAGS])
 def test_static_switches_must_be_bools(name, make, flag_name):
     make(True)
     make(np.bool_(False))
