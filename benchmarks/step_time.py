@@ -270,7 +270,23 @@ def torch_supports(spec, impl: str) -> bool:
         return False
 
 
-def bench_case(tree_name, shapes, case, reps, use_torch, seed=0):
+def compile_times(makers: dict[str, Callable[[], tuple]], reps: int) -> dict[str, float]:
+    """Median ``jit(step).lower(*args).compile()`` seconds (tracing included)
+    for each ``maker() -> (step, args)``, compiled ``reps`` times round-robin
+    with the order alternating, so neither side always pays the first, colder
+    compile."""
+    times: dict[str, list[float]] = {n: [] for n in makers}
+    names = list(makers)
+    for r in range(reps):
+        for n in names if r % 2 == 0 else names[::-1]:
+            step, args = makers[n]()
+            t0 = time.perf_counter()
+            jax.jit(step, donate_argnums=(0, 1)).lower(*args).compile()
+            times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3):
     fn_make, ox_make, k, with_value, tspec = CASES[case]
     params0 = make_tree(shapes, seed)
     grads = make_tree(shapes, seed + 1)
@@ -281,6 +297,13 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0):
     def fresh_params():
         return jax.tree.map(jnp.copy, params0)
 
+    def maker(make):
+        def build():
+            tx = make()
+            return make_step(tx, with_value), (params0, tx.init(params0), grads, value)
+        return build
+
+    compile_s = compile_times({"fnopt": maker(fn_make), "optax": maker(ox_make)}, compile_reps)
     runners: dict[str, Any] = {}
     fn_tx, ox_tx = fn_make(), ox_make()
     p = fresh_params()
@@ -306,6 +329,8 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0):
            "reps": reps, "impls": {}}
     for n, r_ in runners.items():
         med = statistics.median(times[n])
+        if n in compile_s:
+            r_.compile_s = compile_s[n]
         out["impls"][n] = {
             "ms": med * 1e3,
             "gbps": traffic / med / 1e9,
@@ -358,6 +383,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--tiny", action="store_true", help="tiny tree, 2 reps, for the smoke test")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
+    ap.add_argument("--compile-reps", type=int, default=3,
+                    help="compiles per implementation for the compile-time median (order alternating)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", dest="json_path")
     ap.add_argument("--md", dest="md_path")
@@ -380,7 +407,7 @@ def main(argv=None):
     for tree in trees:
         shapes = TREES[tree]()
         for case in cases:
-            r = bench_case(tree, shapes, case, reps, use_torch)
+            r = bench_case(tree, shapes, case, reps, use_torch, compile_reps=1 if args.tiny else args.compile_reps)
             r["leaves"] = len(shapes)
             results.append(r)
             print(f"# {tree:12s} {case:32s} fnopt {r['impls']['fnopt']['ms']:8.2f} ms  "

@@ -234,10 +234,13 @@ def scale_by_adam(
         del params, extra_args
         h = resolve_all(hypers, state.count)
         t = as_float(state.count) + 1.0
-        bc1 = 1 - h["b1"] ** t
-        bc2_sqrt = jnp.sqrt(1 - h["b2"] ** t)
+        # Scalar reciprocals, so that each element costs one sqrt and one
+        # divide (by the denominator) instead of three divides.
+        inv_bc1 = 1 / (1 - h["b1"] ** t)
+        inv_bc2_sqrt = jax.lax.rsqrt(1 - h["b2"] ** t)
 
         coef = _moment_coefficients(h)
+        inverses = once_per_dtype(lambda cd: (inv_bc1.astype(cd), inv_bc2_sqrt.astype(cd), h["eps"].astype(cd)))
 
         def leaf(g, m, v, v_max):
             cd = compute_dtype(g)
@@ -247,8 +250,8 @@ def scale_by_adam(
                 v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
             else:
                 v_used, v_max_out = v_new, v_max
-            denom = jnp.sqrt(v_used) / bc2_sqrt.astype(cd) + h["eps"].astype(cd)
-            out = (m_new / bc1.astype(cd)) / denom
+            c1, c2, e = inverses(cd)
+            out = (m_new * c1) / (jnp.sqrt(v_used) * c2 + e)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
 
         v_max = state.nu_max if amsgrad else state.nu
@@ -327,15 +330,17 @@ def scale_by_radam(
         r_t, r_inf = jnp.where(rectify, rho_t, 6.0), jnp.where(rectify, rho_inf, 6.0)
         rect = jnp.sqrt((r_t - 4) * (r_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * r_t))
         scale = jnp.sqrt(bc2) * rect
+        inv_bc1 = 1 / bc1
 
         coef = _moment_coefficients(h)
+        scalars = once_per_dtype(lambda cd: (inv_bc1.astype(cd), scale.astype(cd), h["eps"].astype(cd)))
 
         def leaf(g, m, v):
             cd = compute_dtype(g)
             m_new, v_new = _moments(coef, cd, g, m, v)
-            m_hat = m_new / bc1.astype(cd)
-            adaptive = scale.astype(cd) / (jnp.sqrt(v_new) + h["eps"].astype(cd))
-            out = jnp.where(rectify, m_hat * adaptive, m_hat)
+            c1, sc, e = scalars(cd)
+            m_hat = m_new * c1
+            out = jnp.where(rectify, m_hat * sc / (jnp.sqrt(v_new) + e), m_hat)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
         out, mu, nu = map_unzip(call, leaf, 3, updates, state.mu, state.nu)

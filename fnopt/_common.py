@@ -111,13 +111,19 @@ def storage_dtype(call: str, dtype: Any) -> Any:
 
 def full_like(tree: Any, value: Any = 0.0, dtype: Any = None) -> Any:
     """A tree of arrays shaped like ``tree`` filled with ``value``, in ``dtype``
-    (default: each leaf's own dtype), each laid out like its leaf: under ``jit``
-    with sharded params the state buffers get the params' shardings (a plain
-    ``jnp.full`` would be replicated, or land on one device)."""
+    (default: each leaf's own dtype), each laid out like its leaf.
+
+    Outside ``jit`` ``jnp.full_like`` already takes a committed array's
+    sharding. Under ``jit`` (a tracer, whose sharding is unknown until XLA
+    propagates it) ``shard_alike`` ties each buffer's sharding to its
+    parameter's. Eagerly, ``shard_alike`` would cost a copy of every
+    parameter (a full params' worth of extra peak memory), so it is only used
+    on tracers."""
 
     def leaf(x):
         dt = dtype or jnp.result_type(x)
-        return shard_alike(x, jnp.full_like(x, value, dt))[1]
+        filled = jnp.full_like(x, value, dt)
+        return shard_alike(x, filled)[1] if isinstance(x, jax.core.Tracer) else filled
 
     return jax.tree.map(leaf, tree)
 
