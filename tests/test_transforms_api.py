@@ -363,3 +363,20 @@ def test_flax_nnx_optimizer_runs_fnopt_unchanged():
         for _ in range(8):
             optimizer.update(model, nnx.grad(loss)(model), value=0.0)
         assert float(loss(model)) < before
+
+
+def test_eager_init_makes_no_copy_of_the_params(monkeypatch):
+    """Outside ``jit`` the state buffers come from ``jnp.full_like`` (which keeps
+    a committed array's sharding); ``shard_alike`` would also return a copy of
+    every parameter, a params' worth of peak memory at init."""
+    import fnopt._common as common
+
+    def refuse(*args):
+        raise AssertionError("shard_alike called eagerly")
+
+    monkeypatch.setattr(common, "shard_alike", refuse)
+    params = {"w": jnp.ones((4, 3), DTYPE), "b": jnp.zeros(3, DTYPE)}
+    state = fnopt.adam().init(params)
+    assert state[0].mu["w"].sharding == params["w"].sharding
+    with pytest.raises(AssertionError, match="shard_alike"):
+        jax.jit(fnopt.adam().init)(params)  # under jit it ties buffers to their params
