@@ -123,7 +123,7 @@ def full_like(tree: Any, value: Any = 0.0, dtype: Any = None) -> Any:
     def leaf(x):
         dt = dtype or jnp.result_type(x)
         filled = jnp.full_like(x, value, dt)
-        return shard_alike(x, filled)[1] if isinstance(x, jax.core.Tracer) else filled
+        return shard_alike(x, filled)[1] if is_traced(x) else filled
 
     return jax.tree.map(leaf, tree)
 

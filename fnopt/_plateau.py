@@ -45,9 +45,7 @@ def sign_of(mode: str) -> jax.Array:
 def as_metric(call: str, value: Any, axis_name: str | None = None) -> jax.Array:
     """A metric observation as a scalar of the default float dtype; with
     ``axis_name``, its mean over that mapped axis (``pmean``)."""
-    if not (is_traced(value) or isinstance(value, (int, float, np.number, np.ndarray, jax.Array))) or isinstance(
-        value, bool
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):  # tracers are jax.Arrays
         raise ValueError(f"`{call}`: the metric must be a real scalar number or array, got {value!r}")
     if jnp.ndim(value) != 0:
         raise ValueError(f"`{call}`: the metric must be a scalar, got shape {jnp.shape(value)}")
