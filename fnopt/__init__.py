@@ -12,9 +12,9 @@ from ._aliases import radam as radam
 from ._aliases import ranger as ranger
 from ._aliases import rmsprop as rmsprop
 from ._aliases import sgd as sgd
-from ._base import hyperparams as hyperparams
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
+from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
 

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, next_count, resolve, resolve_all, zero_count
+from ._base import Hyper, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
-from ._common import check_hypers, compute_dtype, full_like, map_unzip, once_per_dtype, storage_dtype
+from ._common import compute_dtype, fill_like, full_like, hypers, may_be_zero, safe_divide, storage_dtype
 
 # ----------------------------------------------------------------- Adagrad
 
@@ -52,26 +52,31 @@ def scale_by_adagrad(
         eps: added to the root, >= 0.
     """
     call = "scale_by_adagrad"
-    check_hypers(call, initial_accumulator_value=initial_accumulator_value, eps=eps)
+    hp = hypers(call, initial_accumulator_value=initial_accumulator_value, eps=eps)
+    zero_denominator = may_be_zero(initial_accumulator_value) and may_be_zero(eps)
 
     def init(params):
-        start = resolve(initial_accumulator_value, zero_count())
-        record = {"initial_accumulator_value": start, "eps": resolve(eps, zero_count())}
-        return ScaleByAdagradState(zero_count(), full_like(params, start), record)
+        start = hp.at(zero_count(), params)
+        # The accumulator of each group starts at its own value (a schedule
+        # is read at step 0).
+        sums = start.map(lambda v, p: fill_like(p, v["initial_accumulator_value"]), None, params)
+        return ScaleByAdagradState(zero_count(), sums, start.record)
 
     def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = dict(state.hyperparams, eps=resolve(eps, state.count))
+        del extra_args
+        h = hp.at(state.count, updates)
 
-        def leaf(g, s):
+        def leaf(v, g, s):
             cd = compute_dtype(g)
             g_c = g.astype(cd)
             s_new = s.astype(cd) + g_c * g_c
-            out = g_c / (jnp.sqrt(s_new) + h["eps"].astype(cd))
+            out = safe_divide(g_c, jnp.sqrt(s_new) + v["eps"].astype(cd), zero_denominator)
             return out.astype(g.dtype), s_new.astype(s.dtype)
 
-        out, sums = map_unzip(call, leaf, 2, updates, state.sum_of_squares)
-        return out, ScaleByAdagradState(next_count(state.count), sums, h)
+        out, sums = h.map(leaf, 2, updates, state.sum_of_squares, params=params)
+        # The initial value is only used at init: record it as it was then.
+        record = {**h.record, **{k: x for k, x in state.hyperparams.items() if k.endswith("initial_accumulator_value")}}
+        return out, ScaleByAdagradState(next_count(state.count), sums, record)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -113,26 +118,26 @@ def scale_by_rms(
         centered: normalize by the estimated variance (static).
     """
     call = "scale_by_rms"
-    check_hypers(call, alpha=alpha, eps=eps)
+    hp = hypers(call, alpha=alpha, eps=eps)
     check_flag(call, "centered", centered)
-    hypers = {"alpha": alpha, "eps": eps}
+    zero_denominator = may_be_zero(eps)
 
     def init(params):
         grad_avg = full_like(params) if centered else None
-        return ScaleByRmsState(zero_count(), full_like(params), grad_avg, resolve_all(hypers, zero_count()))
+        return ScaleByRmsState(zero_count(), full_like(params), grad_avg, hp.record(zero_count(), params))
 
     def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_all(hypers, state.count)
+        del extra_args
+        h = hp.at(state.count, updates)
 
-        @once_per_dtype
-        def coef(cd):
-            a = h["alpha"].astype(cd)
-            return a, 1 - a, h["eps"].astype(cd)
+        @per_group
+        def coef(v, cd):
+            a = v["alpha"].astype(cd)
+            return a, 1 - a, v["eps"].astype(cd)
 
-        def leaf(g, sq, ga):
+        def leaf(v, g, sq, ga):
             cd = compute_dtype(g)
-            a, c, e = coef(cd)
+            a, c, e = coef(v, cd)
             g_c = g.astype(cd)
             sq_new = a * sq.astype(cd) + c * (g_c * g_c)
             if centered:
@@ -141,12 +146,12 @@ def scale_by_rms(
                 ga_out = ga_new.astype(ga.dtype)
             else:
                 var, ga_out = sq_new, ga
-            out = g_c / (jnp.sqrt(var) + e)
+            out = safe_divide(g_c, jnp.sqrt(var) + e, zero_denominator)
             return out.astype(g.dtype), sq_new.astype(sq.dtype), ga_out
 
         grad_avg = state.grad_avg if centered else state.square_avg
-        out, sq, ga = map_unzip(call, leaf, 3, updates, state.square_avg, grad_avg)
-        new_state = ScaleByRmsState(next_count(state.count), sq, ga if centered else None, h)
+        out, sq, ga = h.map(leaf, 3, updates, state.square_avg, grad_avg, params=params)
+        new_state = ScaleByRmsState(next_count(state.count), sq, ga if centered else None, h.record)
         return out, new_state
 
     return optax.GradientTransformationExtraArgs(init, update)
@@ -155,22 +160,17 @@ def scale_by_rms(
 # -------------------------------------------------------------------- Adam
 
 
-def _moment_coefficients(h):
-    """``(b1, 1 - b1, b2, 1 - b2)`` in each arithmetic dtype, computed once."""
-
-    @once_per_dtype
-    def coef(cd):
-        b1, b2 = h["b1"].astype(cd), h["b2"].astype(cd)
-        return b1, 1 - b1, b2, 1 - b2
-
-    return coef
-
-
-def _moments(coef, cd, g, m, v):
-    """Updated first and second moment EMAs in the arithmetic dtype ``cd``."""
-    b1, c1, b2, c2 = coef(cd)
+def _moments(coefficients, cd, g, m, v):
+    """Updated first and second moment EMAs in the arithmetic dtype ``cd``,
+    from ``coefficients = (b1, 1 - b1, b2, 1 - b2, ...)``."""
+    b1, c1, b2, c2 = coefficients[:4]
     g_c = g.astype(cd)
     return b1 * m.astype(cd) + c1 * g_c, b2 * v.astype(cd) + c2 * (g_c * g_c)
+
+
+def _betas(v, cd):
+    b1, b2 = v["b1"].astype(cd), v["b2"].astype(cd)
+    return b1, 1 - b1, b2, 1 - b2
 
 
 class ScaleByAdamState(NamedTuple):
@@ -220,43 +220,45 @@ def scale_by_adam(
         mu_dtype: dtype of ``mu`` (default: the params' dtype).
     """
     call = "scale_by_adam"
-    check_hypers(call, b1=b1, b2=b2, eps=eps)
+    hp = hypers(call, b1=b1, b2=b2, eps=eps)
     check_flag(call, "amsgrad", amsgrad)
-    hypers = {"b1": b1, "b2": b2, "eps": eps}
     mu_dtype = storage_dtype(call, mu_dtype)
+    zero_denominator = may_be_zero(eps)
 
     def init(params):
         nu = full_like(params)
-        record = resolve_all(hypers, zero_count())
+        record = hp.record(zero_count(), params)
         return ScaleByAdamState(zero_count(), full_like(params, 0.0, mu_dtype), nu, nu if amsgrad else None, record)
 
     def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_all(hypers, state.count)
+        del extra_args
+        h = hp.at(state.count, updates)
         t = as_float(state.count) + 1.0
-        # Scalar reciprocals, so that each element costs one sqrt and one
-        # divide (by the denominator) instead of three divides.
-        inv_bc1 = 1 / (1 - h["b1"] ** t)
-        inv_bc2_sqrt = jax.lax.rsqrt(1 - h["b2"] ** t)
 
-        coef = _moment_coefficients(h)
-        inverses = once_per_dtype(lambda cd: (inv_bc1.astype(cd), inv_bc2_sqrt.astype(cd), h["eps"].astype(cd)))
+        @per_group
+        def coef(v, cd):
+            # Scalar reciprocals, so that each element costs one sqrt and one
+            # divide (by the denominator) instead of three divides.
+            inv_bc1 = 1 / (1 - v["b1"] ** t)
+            inv_bc2_sqrt = jax.lax.rsqrt(1 - v["b2"] ** t)
+            return (*_betas(v, cd), inv_bc1.astype(cd), inv_bc2_sqrt.astype(cd), v["eps"].astype(cd))
 
-        def leaf(g, m, v, v_max):
+        def leaf(hv, g, m, v, v_max):
             cd = compute_dtype(g)
-            m_new, v_new = _moments(coef, cd, g, m, v)
+            k = coef(hv, cd)
+            m_new, v_new = _moments(k, cd, g, m, v)
             if amsgrad:
                 v_max_new = jnp.maximum(v_max.astype(cd), v_new)
                 v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
             else:
                 v_used, v_max_out = v_new, v_max
-            c1, c2, e = inverses(cd)
-            out = (m_new * c1) / (jnp.sqrt(v_used) * c2 + e)
+            c1, c2, e = k[4:]
+            out = safe_divide(m_new * c1, jnp.sqrt(v_used) * c2 + e, zero_denominator)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
 
         v_max = state.nu_max if amsgrad else state.nu
-        out, mu, nu, nu_max = map_unzip(call, leaf, 4, updates, state.mu, state.nu, v_max)
-        new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h)
+        out, mu, nu, nu_max = h.map(leaf, 4, updates, state.mu, state.nu, v_max, params=params)
+        new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h.record)
         return out, new_state
 
     return optax.GradientTransformationExtraArgs(init, update)
@@ -307,43 +309,45 @@ def scale_by_radam(
         mu_dtype: dtype of ``mu`` (default: the params' dtype).
     """
     call = "scale_by_radam"
-    check_hypers(call, b1=b1, b2=b2, eps=eps)
-    hypers = {"b1": b1, "b2": b2, "eps": eps}
+    hp = hypers(call, b1=b1, b2=b2, eps=eps)
     mu_dtype = storage_dtype(call, mu_dtype)
+    zero_denominator = may_be_zero(eps)
 
     def init(params):
-        record = resolve_all(hypers, zero_count())
+        record = hp.record(zero_count(), params)
         return ScaleByRAdamState(zero_count(), full_like(params, 0.0, mu_dtype), full_like(params), record)
 
     def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_all(hypers, state.count)
+        del extra_args
+        h = hp.at(state.count, updates)
         t = as_float(state.count) + 1.0
-        b2 = h["b2"]
-        bc1 = 1 - h["b1"] ** t
-        b2_t = b2**t
-        bc2 = 1 - b2_t
-        rho_inf = 2 / (1 - b2) - 1
-        rho_t = rho_inf - 2 * t * b2_t / bc2
-        rectify = rho_t > 5
-        # Both are > 5 where the rectification is used; elsewhere a harmless 6.
-        r_t, r_inf = jnp.where(rectify, rho_t, 6.0), jnp.where(rectify, rho_inf, 6.0)
-        rect = jnp.sqrt((r_t - 4) * (r_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * r_t))
-        scale = jnp.sqrt(bc2) * rect
-        inv_bc1 = 1 / bc1
 
-        coef = _moment_coefficients(h)
-        scalars = once_per_dtype(lambda cd: (inv_bc1.astype(cd), scale.astype(cd), h["eps"].astype(cd)))
+        @per_group
+        def coef(v, cd):
+            b2 = v["b2"]
+            bc1 = 1 - v["b1"] ** t
+            b2_t = b2**t
+            bc2 = 1 - b2_t
+            rho_inf = 2 / (1 - b2) - 1
+            rho_t = rho_inf - 2 * t * b2_t / bc2
+            rectify = rho_t > 5
+            # Both are > 5 where the rectification is used; elsewhere a harmless 6.
+            r_t, r_inf = jnp.where(rectify, rho_t, 6.0), jnp.where(rectify, rho_inf, 6.0)
+            rect = jnp.sqrt((r_t - 4) * (r_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * r_t))
+            scale = jnp.sqrt(bc2) * rect
+            return (*_betas(v, cd), (1 / bc1).astype(cd), scale.astype(cd), v["eps"].astype(cd), rectify)
 
-        def leaf(g, m, v):
+        def leaf(hv, g, m, v):
             cd = compute_dtype(g)
-            m_new, v_new = _moments(coef, cd, g, m, v)
-            c1, sc, e = scalars(cd)
+            k = coef(hv, cd)
+            m_new, v_new = _moments(k, cd, g, m, v)
+            c1, sc, e, rectify = k[4:]
             m_hat = m_new * c1
-            out = jnp.where(rectify, m_hat * sc / (jnp.sqrt(v_new) + e), m_hat)
+            adaptive = safe_divide(m_hat * sc, jnp.sqrt(v_new) + e, zero_denominator)
+            out = jnp.where(rectify, adaptive, m_hat)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
-        out, mu, nu = map_unzip(call, leaf, 3, updates, state.mu, state.nu)
-        return out, ScaleByRAdamState(next_count(state.count), mu, nu, h)
+        out, mu, nu = h.map(leaf, 3, updates, state.mu, state.nu, params=params)
+        return out, ScaleByRAdamState(next_count(state.count), mu, nu, h.record)
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -9,13 +9,15 @@ the step; the state records the values used by the last update
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
 from ._adaptive import scale_by_adagrad, scale_by_adam, scale_by_radam, scale_by_rms
 from ._base import Hyper
 from ._checks import check_flag
 from ._common import check_hypers, check_nesterov, is_zero
-from ._elementwise import add_decayed_weights, add_weight_decay, scale_by_learning_rate
+from ._elementwise import add_decayed_weights, add_weight_decay, check_mask, scale_by_learning_rate
 from ._momentum import scale_by_momentum
 from ._wrappers import lookahead
 
@@ -24,21 +26,24 @@ def _chain(*stages) -> optax.GradientTransformationExtraArgs:
     return optax.chain(*(s for s in stages if s is not None))
 
 
-def _coupled_decay(weight_decay: Hyper):
-    return None if is_zero(weight_decay) else add_weight_decay(weight_decay)
+def _coupled_decay(call: str, weight_decay: Hyper, mask: Any):
+    check_mask(call, mask)
+    return None if is_zero(weight_decay) else add_weight_decay(weight_decay, mask=mask)
 
 
-def _decoupled_decay(weight_decay: Hyper):
-    return None if is_zero(weight_decay) else add_decayed_weights(weight_decay)
+def _decoupled_decay(call: str, weight_decay: Hyper, mask: Any):
+    check_mask(call, mask)
+    return None if is_zero(weight_decay) else add_decayed_weights(weight_decay, mask=mask)
 
 
 def sgd(
-    learning_rate: Hyper,
+    learning_rate: Hyper = 1e-3,
     momentum: Hyper = 0.0,
     *,
     nesterov: bool = False,
     dampening: Hyper = 0.0,
     weight_decay: Hyper = 0.0,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Stochastic gradient descent with momentum: torch ``SGD``.
 
@@ -53,12 +58,16 @@ def sgd(
     classic recipes one-liners (see the examples).
 
     Args:
-        learning_rate: >= 0; float, traced array or schedule.
+        learning_rate: >= 0; float, traced array, schedule or group tree
+            (default 1e-3, torch 2.13's).
         momentum: in [0, 1).
         nesterov: Nesterov momentum (static); needs ``momentum > 0`` and
             ``dampening == 0`` (torch's rule).
         dampening: in [0, 1].
         weight_decay: coupled L2 coefficient, >= 0.
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
 
     Returns:
         ``chain(add_weight_decay, scale_by_momentum, scale_by_learning_rate)``
@@ -96,7 +105,7 @@ def sgd(
     check_nesterov(call, nesterov, momentum, dampening)
     with_momentum = not is_zero(momentum)
     return _chain(
-        _coupled_decay(weight_decay),
+        _coupled_decay(call, weight_decay, mask),
         scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening) if with_momentum else None,
         scale_by_learning_rate(learning_rate),
     )
@@ -110,6 +119,7 @@ def adam(
     *,
     amsgrad: bool = False,
     weight_decay: Hyper = 0.0,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Adam: torch ``Adam``.
 
@@ -134,6 +144,9 @@ def adam(
         amsgrad: AMSGrad variant (static).
         weight_decay: coupled L2 coefficient, >= 0 (for decoupled decay use
             :func:`adamw`).
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
 
     Returns:
         ``chain(add_weight_decay, scale_by_adam, scale_by_learning_rate)``;
@@ -163,7 +176,7 @@ def adam(
     check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
     return _chain(
-        _coupled_decay(weight_decay),
+        _coupled_decay(call, weight_decay, mask),
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
         scale_by_learning_rate(learning_rate),
     )
@@ -177,6 +190,7 @@ def adamw(
     weight_decay: Hyper = 1e-2,
     *,
     amsgrad: bool = False,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """AdamW, Adam with decoupled weight decay: torch ``AdamW``.
 
@@ -194,6 +208,9 @@ def adamw(
         b2: second moment decay in [0, 1).
         eps: added to the bias-corrected root, >= 0.
         weight_decay: decoupled decay coefficient, >= 0.
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
         amsgrad: AMSGrad variant (static).
 
     Returns:
@@ -226,7 +243,7 @@ def adamw(
     check_flag(call, "amsgrad", amsgrad)
     return _chain(
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
-        _decoupled_decay(weight_decay),
+        _decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -238,6 +255,7 @@ def radam(
     eps: Hyper = 1e-8,
     *,
     weight_decay: Hyper = 0.0,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Rectified Adam: torch ``RAdam``.
 
@@ -261,6 +279,9 @@ def radam(
         weight_decay: coupled L2 coefficient, >= 0 (torch's default
             ``decoupled_weight_decay=False``; for decoupled decay chain
             ``scale_by_radam``, ``add_decayed_weights``, ``scale_by_learning_rate``).
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
 
     Returns:
         ``chain(add_weight_decay, scale_by_radam, scale_by_learning_rate)``;
@@ -281,7 +302,7 @@ def radam(
     call = "radam"
     check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     return _chain(
-        _coupled_decay(weight_decay),
+        _coupled_decay(call, weight_decay, mask),
         scale_by_radam(b1, b2, eps),
         scale_by_learning_rate(learning_rate),
     )
@@ -293,6 +314,7 @@ def adagrad(
     eps: Hyper = 1e-10,
     *,
     weight_decay: Hyper = 0.0,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Adagrad: torch ``Adagrad``.
 
@@ -310,6 +332,9 @@ def adagrad(
         initial_accumulator_value: starting sum of squares, >= 0.
         eps: added to the root, >= 0.
         weight_decay: coupled L2 coefficient, >= 0.
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
 
     Returns:
         ``chain(add_weight_decay, scale_by_adagrad, scale_by_learning_rate)``;
@@ -331,7 +356,7 @@ def adagrad(
     call = "adagrad"
     check_hypers(call, learning_rate=learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps, weight_decay=weight_decay)
     return _chain(
-        _coupled_decay(weight_decay),
+        _coupled_decay(call, weight_decay, mask),
         scale_by_adagrad(initial_accumulator_value, eps),
         scale_by_learning_rate(learning_rate),
     )
@@ -345,6 +370,7 @@ def rmsprop(
     *,
     centered: bool = False,
     weight_decay: Hyper = 0.0,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """RMSprop: torch ``RMSprop``, with optional momentum and centering.
 
@@ -366,6 +392,9 @@ def rmsprop(
         momentum: in [0, 1).
         centered: divide by the estimated standard deviation (static).
         weight_decay: coupled L2 coefficient, >= 0.
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
 
     Returns:
         ``chain(add_weight_decay, scale_by_rms, scale_by_momentum,
@@ -388,7 +417,7 @@ def rmsprop(
     check_hypers(call, learning_rate=learning_rate, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
     check_flag(call, "centered", centered)
     return _chain(
-        _coupled_decay(weight_decay),
+        _coupled_decay(call, weight_decay, mask),
         scale_by_rms(alpha, eps, centered=centered),
         None if is_zero(momentum) else scale_by_momentum(momentum),
         scale_by_learning_rate(learning_rate),
@@ -404,6 +433,7 @@ def ranger(
     sync_period: Hyper = 6,
     alpha: Hyper = 0.5,
     weight_decay: Hyper = 0.0,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Ranger: RAdam inside Lookahead.
 
@@ -424,6 +454,9 @@ def ranger(
         sync_period: steps between Lookahead synchronizations, >= 1.
         alpha: Lookahead slow step size in [0, 1].
         weight_decay: decoupled decay coefficient, >= 0.
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
 
     Returns:
         ``lookahead(chain(scale_by_radam, add_decayed_weights,
@@ -451,7 +484,7 @@ def ranger(
     check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, sync_period=sync_period, alpha=alpha, weight_decay=weight_decay)
     inner = _chain(
         scale_by_radam(b1, b2, eps),
-        _decoupled_decay(weight_decay),
+        _decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
     return lookahead(inner, sync_period, alpha)

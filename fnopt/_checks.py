@@ -14,6 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong kind (a bool, a string, ``None``, an array
+    where a scalar belongs). Both a ``TypeError`` and a ``ValueError``, so
+    callers catching either see it."""
+
+
 def float_dtype() -> jnp.dtype:
     """The default floating dtype: float32, or float64 when x64 is enabled."""
     return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
@@ -37,16 +43,22 @@ def concrete(call: str, name: str, value: Any) -> np.ndarray | None:
     not finite in float32, ``0.99999999`` is 1 and ``1e-50`` is 0.
     """
     if is_traced(value):
+        if any(jnp.result_type(leaf) == jnp.bool_ for leaf in jax.tree_util.tree_leaves(value)):
+            raise ArgumentTypeError(f"`{call}({name}=...)` must be a number, got a boolean array")
         return None
     if isinstance(value, (str, bytes)) or callable(value):
-        raise ValueError(f"`{call}({name}=...)` must be a number, got {value!r}")
+        raise ArgumentTypeError(f"`{call}({name}=...)` must be a number, got {value!r}")
     try:
         raw = np.asarray(value)
+        if raw.dtype.kind == "b":
+            raise ArgumentTypeError(f"`{call}({name}=...)` must be a number, got the boolean {value!r}")
         if raw.dtype.kind in "USOcMm":  # strings, objects (None, mixed), complex, dates
             raise TypeError
         arr = raw.astype(np.float64)
+    except ArgumentTypeError:
+        raise
     except (TypeError, ValueError):
-        raise ValueError(
+        raise ArgumentTypeError(
             f"`{call}({name}=...)` must be a number, got {value!r}"
         ) from None
     dtype = np.dtype(float_dtype())

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.shard_alike import shard_alike
 
-from ._base import Hyper, check_hyper
+from ._base import Hyper, Hypers, _group_leaves, check_hyper, is_group_tree
 from ._checks import check_flag, is_traced
 
 _UNIT_OPEN = {"low": 0.0, "high": 1.0, "high_open": True}  # [0, 1)
@@ -34,16 +34,24 @@ RULES: dict[str, dict[str, Any]] = {
     "weight_decay": _NONNEGATIVE,
     "initial_accumulator_value": _NONNEGATIVE,
     "alpha": _UNIT,
-    "sync_period": {"low": 1.0},
-    "max_norm": {"low": 0.0, "low_open": True},
-    "max_consecutive_skips": {"low": 1.0},
+    # Global decisions: one value for the whole update, no group trees.
+    "sync_period": {"low": 1.0, "groups": False},
+    "max_norm": {"low": 0.0, "low_open": True, "groups": False},
+    "max_consecutive_skips": {"low": 1.0, "groups": False},
 }
 
 
 def check_hypers(call: str, **values: Hyper) -> None:
-    """Validates each concrete hyperparameter against its rule in ``RULES``."""
+    """Validates each hyperparameter against its rule in ``RULES`` (group
+    trees allowed unless the rule says ``groups: False``)."""
     for name, value in values.items():
-        check_hyper(call, name, value, **RULES[name])
+        rule = dict(RULES[name])
+        check_hyper(call, name, value, groups=rule.pop("groups", True), **rule)
+
+
+def hypers(call: str, **values: Hyper) -> Hypers:
+    """:class:`~fnopt._base.Hypers` validated against ``RULES``."""
+    return Hypers(call, RULES, **values)
 
 
 def check_nesterov(call: str, nesterov: bool, momentum: Hyper, dampening: Hyper) -> None:
@@ -61,9 +69,12 @@ def check_nesterov(call: str, nesterov: bool, momentum: Hyper, dampening: Hyper)
 
 
 def _concrete_or_none(value: Hyper) -> np.ndarray | None:
-    if callable(value) or is_traced(value):
+    """The concrete values of a hyperparameter (every group's), or None when
+    any is a schedule or traced."""
+    leaves = [v for _, v in _group_leaves("", "", value)] if is_group_tree(value) else [value]
+    if any(callable(v) or is_traced(v) for v in leaves):
         return None
-    return np.asarray(value, dtype=np.float64)
+    return np.asarray([np.float64(v) for v in leaves])
 
 
 def is_zero(value: Hyper) -> bool:
@@ -109,51 +120,23 @@ def storage_dtype(call: str, dtype: Any) -> Any:
     return jax.dtypes.canonicalize_dtype(dt)
 
 
-def full_like(tree: Any, value: Any = 0.0, dtype: Any = None) -> Any:
-    """A tree of arrays shaped like ``tree`` filled with ``value``, in ``dtype``
-    (default: each leaf's own dtype), each laid out like its leaf.
+def fill_like(x: jax.Array, value: Any = 0.0, dtype: Any = None) -> jax.Array:
+    """An array shaped like ``x`` filled with ``value``, in ``dtype``
+    (default: ``x``'s), laid out like ``x``.
 
     Outside ``jit`` ``jnp.full_like`` already takes a committed array's
     sharding. Under ``jit`` (a tracer, whose sharding is unknown until XLA
-    propagates it) ``shard_alike`` ties each buffer's sharding to its
+    propagates it) ``shard_alike`` ties the buffer's sharding to its
     parameter's. Eagerly, ``shard_alike`` would cost a copy of every
     parameter (a full params' worth of extra peak memory), so it is only used
     on tracers."""
-
-    def leaf(x):
-        dt = dtype or jnp.result_type(x)
-        filled = jnp.full_like(x, value, dt)
-        return shard_alike(x, filled)[1] if is_traced(x) else filled
-
-    return jax.tree.map(leaf, tree)
+    filled = jnp.full_like(x, value, dtype or jnp.result_type(x))
+    return shard_alike(x, filled)[1] if is_traced(x) else filled
 
 
-def check_shapes(call: str, updates: Any, *buffers: Any) -> None:
-    """The updates must have the shapes of the state's buffers (made by
-    ``init`` from the params): a mismatch that would broadcast is an error,
-    not a silently reshaped state. Structure mismatches are left to
-    ``jax.tree.map``, whose message names the differing keys."""
-    paths, structure = jax.tree_util.tree_flatten_with_path(updates)
-    for buffer in buffers:
-        leaves, other = jax.tree.flatten(buffer)
-        if other != structure:
-            continue
-        for (path, u), b in zip(paths, leaves):
-            if jnp.shape(u) != jnp.shape(b):
-                raise ValueError(
-                    f"`{call}.update`: the updates at {jax.tree_util.keystr(path) or 'the root'} have shape "
-                    f"{jnp.shape(u)}, but the state made by `init` has {jnp.shape(b)}; updates must "
-                    "have the structure and shapes of the params"
-                )
-
-
-def map_unzip(call: str, fn: Callable[..., tuple], n_out: int, tree: Any, *rest: Any) -> tuple:
-    """``jax.tree.map`` of a leaf function returning ``n_out`` values, split
-    into ``n_out`` trees shaped like ``tree``; the leaves of ``rest`` must have
-    the shapes of ``tree``'s (:func:`check_shapes`)."""
-    check_shapes(call, tree, *rest)
-    out = jax.tree.map(fn, tree, *rest)
-    return jax.tree.transpose(jax.tree.structure(tree), jax.tree.structure((0,) * n_out), out)
+def full_like(tree: Any, value: Any = 0.0, dtype: Any = None) -> Any:
+    """:func:`fill_like` for every leaf of ``tree``."""
+    return jax.tree.map(lambda x: fill_like(x, value, dtype), tree)
 
 
 SMALL_LEAF = 1 << 14  # elements; below this a leaf costs more in per-kernel overhead than in bytes
@@ -187,3 +170,24 @@ def require_params(call: str, params: Any) -> None:
         raise ValueError(
             f"`{call}` needs the current params: call `update(updates, state, params)`"
         )
+
+
+
+def may_be_zero(value: Hyper) -> bool:
+    """Whether a hyperparameter can be 0 at some step: a concrete 0 in any
+    group, a traced value or a schedule (which cannot be inspected)."""
+    values = _concrete_or_none(value)
+    return values is None or bool(np.any(values == 0))
+
+
+def safe_divide(numerator: jax.Array, denominator: jax.Array, may_vanish: bool) -> jax.Array:
+    """``numerator / denominator``, and 0 where the denominator is 0.
+
+    A denominator ``sqrt(v) + eps`` is 0 only with ``eps = 0`` and a zero
+    second moment (a gradient that was always 0, or underflowed): the update
+    is then 0 instead of ``0 / 0 = NaN``. The select costs one more
+    elementwise op, so it is only emitted when ``may_vanish`` (the
+    transform's ``eps`` may be 0)."""
+    if not may_vanish:
+        return numerator / denominator
+    return jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1), 0)

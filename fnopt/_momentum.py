@@ -8,16 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, next_count, resolve_all, zero_count
-from ._common import (
-    check_hypers,
-    check_nesterov,
-    compute_dtype,
-    full_like,
-    map_unzip,
-    once_per_dtype,
-    storage_dtype,
-)
+from ._base import Hyper, next_count, per_group, zero_count
+from ._common import check_nesterov, compute_dtype, full_like, hypers, storage_dtype
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -71,37 +63,36 @@ def scale_by_momentum(
         [1.5, 1.5]
     """
     call = "scale_by_momentum"
-    check_hypers(call, momentum=momentum, dampening=dampening)
+    hp = hypers(call, momentum=momentum, dampening=dampening)
     check_nesterov(call, nesterov, momentum, dampening)
-    hypers = {"momentum": momentum, "dampening": dampening}
     mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
         trace = full_like(params, 0.0, mu_dtype)
-        return ScaleByMomentumState(zero_count(), trace, resolve_all(hypers, zero_count()))
+        return ScaleByMomentumState(zero_count(), trace, hp.record(zero_count(), params))
 
     def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_all(hypers, state.count)
+        del extra_args
+        h = hp.at(state.count, updates)
         first = state.count == 0
 
-        @once_per_dtype
-        def coef(cd):
+        @per_group
+        def coef(v, cd):
             # torch starts the buffer at the gradient itself, b_0 = g_0: the
             # buffer is zero until the first update (init; skipped steps do not
             # count), so only dampening needs switching off on the first step.
-            m, d = h["momentum"].astype(cd), h["dampening"].astype(cd)
+            m, d = v["momentum"].astype(cd), v["dampening"].astype(cd)
             return m, jnp.where(first, jnp.ones_like(d), 1 - d)
 
-        def leaf(g, buf):
+        def leaf(v, g, buf):
             cd = compute_dtype(g)
-            m, take = coef(cd)
+            m, take = coef(v, cd)
             g_c = g.astype(cd)
             new_buf = m * buf.astype(cd) + take * g_c
             out = g_c + m * new_buf if nesterov else new_buf
             return out.astype(g.dtype), new_buf.astype(buf.dtype)
 
-        out, trace = map_unzip(call, leaf, 2, updates, state.trace)
-        return out, ScaleByMomentumState(next_count(state.count), trace, h)
+        out, trace = h.map(leaf, 2, updates, state.trace, params=params)
+        return out, ScaleByMomentumState(next_count(state.count), trace, h.record)
 
     return optax.GradientTransformationExtraArgs(init, update)

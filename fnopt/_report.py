@@ -1,9 +1,19 @@
-"""Feeding a metric to, and reading the flag of, the plateau and
-early-stopping states inside any (nested) optimizer state."""
+"""Reading and feeding optimizer states from outside ``update``: ``report``
+a metric to the plateau / early-stopping states, ``should_stop``, and
+``hyperparams`` for logging.
+
+Each accepts a plain optimizer state, a ``flax.nnx.Optimizer`` (or its
+``opt_state``, whose arrays sit in NNX variables) and a Linen ``TrainState``
+(anything with ``opt_state``, ``tx`` and ``replace``), and reaches through
+``chain``, Optax's wrappers (``partition`` / ``multi_transform``, ``masked``,
+``MultiSteps``, ``inject_hyperparams``, ``apply_if_finite``, ``named_chain``)
+and fnopt's own.
+"""
 
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import jax
@@ -12,6 +22,51 @@ import jax.numpy as jnp
 from ._base import map_records
 from ._plateau import ReduceOnPlateauState, as_metric, observe_plateau
 from ._stopping import EarlyStoppingState, observe_stopping
+
+# Record names that scale the learning rate of every group in their scope.
+SCALE_NAMES = ("plateau_scale", "cooldown_scale")
+
+
+def _variable_type() -> type | None:
+    """``flax.nnx.Variable`` when Flax is already imported (never imports it)."""
+    if "flax.nnx" not in sys.modules:
+        return None
+    return sys.modules["flax.nnx"].Variable
+
+
+def _is_nnx_optimizer(obj: Any) -> bool:
+    variable = _variable_type()
+    return variable is not None and isinstance(obj, sys.modules["flax.nnx"].Optimizer)
+
+
+def _is_train_state(obj: Any) -> bool:
+    return all(hasattr(obj, name) for name in ("opt_state", "tx", "replace", "apply_gradients"))
+
+
+def _opt_state(obj: Any) -> Any:
+    """The optimizer state inside an NNX optimizer or a Linen train state."""
+    return obj.opt_state if (_is_nnx_optimizer(obj) or _is_train_state(obj)) else obj
+
+
+def _variables(state: Any) -> list[Any]:
+    """The NNX variables inside ``state`` (empty for a plain state)."""
+    variable = _variable_type()
+    if variable is None:
+        return []
+    leaves = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, variable))
+    return [leaf for leaf in leaves if isinstance(leaf, variable)]
+
+
+def plain_state(obj: Any) -> Any:
+    """The optimizer state of ``obj`` with every NNX variable replaced by its
+    array: what ``tx.init`` returned, whatever wrapped it."""
+    state = _opt_state(obj)
+    variable = _variable_type()
+    if variable is None or not _variables(state):
+        return state
+    return jax.tree.map(
+        lambda x: x.get_value() if isinstance(x, variable) else x, state, is_leaf=lambda x: isinstance(x, variable)
+    )
 
 
 def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
@@ -24,13 +79,13 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
     ``chain``s and wrappers takes ``value`` as one observation, at once (their
     ``window`` only applies to ``value=`` passed to ``update``). Nothing else
     in the state changes. Pure and jittable; ``value`` may be traced, and
-    under ``vmap`` each member decides on its own. For a
-    ``flax.nnx.Optimizer``, whose state holds NNX variables, use
-    ``fnopt.flax.report_nnx(optimizer, value)``.
+    under ``vmap`` each member decides on its own.
 
     Args:
         opt_state: an optimizer state (any nesting of tuples, NamedTuples,
-            lists and dicts).
+            lists and dicts, Optax's wrapper states included), a Linen
+            ``TrainState`` (a new one is returned), or a ``flax.nnx.Optimizer``
+            or its ``opt_state`` (updated in place, NNX style, and returned).
         value: a scalar metric.
         axis_name: under ``shard_map`` / ``pmap`` (or a named ``vmap``), the
             name of the mapped axis over which ``value`` is averaged
@@ -38,7 +93,7 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
             their local metric take the decision of the global mean.
 
     Returns:
-        The new optimizer state, of the same structure.
+        The new optimizer state (or train state), of the same structure.
 
     Raises:
         ValueError: when ``opt_state`` holds no plateau or early-stopping state.
@@ -53,19 +108,29 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
         0.1
     """
     value = as_metric("report(opt_state, value)", value, axis_name)
-    new, plateaus = map_records(opt_state, ReduceOnPlateauState, lambda s: observe_plateau(s, value))
+    if _is_train_state(opt_state) and not _is_nnx_optimizer(opt_state):
+        return opt_state.replace(opt_state=report(opt_state.opt_state, value))
+    state = plain_state(opt_state)
+    new, plateaus = map_records(state, ReduceOnPlateauState, lambda s: observe_plateau(s, value))
     new, stoppers = map_records(new, EarlyStoppingState, lambda s: observe_stopping(s, value))
     if plateaus + stoppers == 0:
         raise ValueError(
             "`report(opt_state, ...)`: `opt_state` holds no `reduce_on_plateau` or "
             "`early_stopping` state"
         )
-    return new
+    variables = _variables(_opt_state(opt_state))
+    if not variables:
+        return new
+    # NNX: write the new arrays back into the optimizer's variables.
+    for var, leaf in zip(variables, jax.tree.leaves(new)):
+        var.set_value(leaf)
+    return opt_state
 
 
 def should_stop(opt_state: Any) -> jax.Array:
     """Whether early stopping has triggered: the OR of the flags of every
-    :func:`~fnopt.transforms.early_stopping` state inside ``opt_state``.
+    :func:`~fnopt.transforms.early_stopping` state inside ``opt_state``
+    (a plain state, an ``nnx.Optimizer`` or its state, or a ``TrainState``).
 
     Returns a boolean array (batched under ``vmap``; use it in a Python
     ``if`` only outside ``jit``). Pure and jittable.
@@ -86,7 +151,127 @@ def should_stop(opt_state: Any) -> jax.Array:
         flags.append(jnp.asarray(state.stopped))
         return state
 
-    map_records(opt_state, EarlyStoppingState, collect)
+    map_records(plain_state(opt_state), EarlyStoppingState, collect)
     if not flags:
         raise ValueError("`should_stop(opt_state)`: `opt_state` holds no `early_stopping` state")
     return functools.reduce(jnp.logical_or, flags)
+
+
+# ------------------------------------------------------------ hyperparams
+
+
+def _is_named(node: Any, *names: str) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields") and type(node).__name__ in names
+
+
+def _has_record(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields") and "hyperparams" in node._fields
+
+
+class _Collector:
+    """Walks a state, collecting ``(scope, name, value)`` records and the
+    LR scales, each tagged with its scope (the ``partition`` labels above it)."""
+
+    def __init__(self):
+        self.records: list[tuple[tuple, str, jax.Array]] = []
+        self.scales: list[tuple[tuple, jax.Array]] = []
+
+    def add(self, scope: tuple, name: str, value: jax.Array) -> None:
+        self.records.append((scope, name, value))
+        if name in SCALE_NAMES:
+            self.scales.append((scope, value))
+
+    def visit(self, node: Any, scope: tuple = ()) -> None:
+        if _is_named(node, "PartitionState", "MultiTransformState"):
+            for label, inner in node.inner_states.items():
+                self.visit(inner, scope + (str(label),))
+            return
+        if _is_named(node, "ReduceLROnPlateauState"):  # Optax's contrib plateau
+            self.add(scope, "plateau_scale", node.scale)
+            return
+        if _is_named(node, "InjectHyperparamsState", "InjectStatefulHyperparamsState"):
+            # The inner transform records the injected values itself when it
+            # is an fnopt one: list each name once.
+            before = len(self.records)
+            self.visit(node.inner_state, scope)
+            seen = {name for s, name, _ in self.records[before:] if s == scope}
+            for name, value in node.hyperparams.items():
+                if name not in seen and jnp.ndim(value) == 0:
+                    self.add(scope, name, value)
+            return
+        if _has_record(node):
+            for name, value in node.hyperparams.items():
+                self.add(scope, name, value)
+        if isinstance(node, (tuple, list)):
+            for child in node:
+                self.visit(child, scope)
+        elif isinstance(node, dict):
+            for child in node.values():
+                self.visit(child, scope)
+
+
+def hyperparams(opt_state: Any) -> dict[str, jax.Array]:
+    """The hyperparameter values in effect, as a flat dict, for logging.
+
+    Collects the ``hyperparams`` record of every fnopt transform inside a
+    (nested) optimizer state, in chain order, as plain arrays. Accepts a
+    plain state, an ``nnx.Optimizer`` or its ``opt_state``, or a Linen
+    ``TrainState``.
+
+    Names:
+
+    * A hyperparameter given as a group tree is reported per group,
+      ``"<group>/<name>"``, the group being the key path of its node joined
+      with ``"."`` (``"backbone/learning_rate"``, ``"encoder.0/weight_decay"``).
+    * Under ``optax.partition`` / ``multi_transform``, names inside a group
+      are prefixed with its label (``"head/learning_rate"``).
+    * A name that still occurs more than once gets a suffix ``_1``, ``_2``,
+      ... from its second occurrence on. Under ``optax.inject_hyperparams``
+      of an fnopt optimizer each name appears once.
+
+    Effective learning rate: for every learning rate (per group), the
+    learning rate times every plateau / cooldown scale acting on it, named
+    ``"<group>/effective_learning_rate"`` (``"effective_learning_rate"``
+    without groups): a scale inside a ``partition`` group acts on that
+    group only, one outside acts on all. Optax's
+    ``contrib.reduce_on_plateau`` scale counts too (it is also reported as
+    ``plateau_scale``). When one scope holds several learning rates for the
+    same group (two ``scale_by_learning_rate`` in a chain), the first is used.
+
+    Pure and jittable.
+
+    Examples:
+        >>> import jax.numpy as jnp, fnopt
+        >>> opt = fnopt.sgd(0.1, momentum=0.9)
+        >>> sorted(fnopt.hyperparams(opt.init({"w": jnp.zeros(3)})))
+        ['dampening', 'effective_learning_rate', 'learning_rate', 'momentum']
+        >>> opt = fnopt.adamw({"backbone": 1e-4, "head": 1e-3})
+        >>> hp = fnopt.hyperparams(opt.init({"backbone": jnp.zeros(3), "head": jnp.zeros(2)}))
+        >>> float(hp["head/effective_learning_rate"])
+        0.001
+    """
+    collector = _Collector()
+    collector.visit(plain_state(opt_state))
+    out: dict[str, jax.Array] = {}
+    effective: dict[str, jax.Array] = {}
+    for scope, name, value in collector.records:
+        qualified = "/".join(scope + (name,))
+        key, k = qualified, 0
+        while key in out:
+            k += 1
+            key = f"{qualified}_{k}"
+        out[key] = value
+        group, _, base = qualified.rpartition("/")
+        if base == "learning_rate":
+            target = f"{group}/effective_learning_rate" if group else "effective_learning_rate"
+            if target not in effective:
+                scale = _product(s for sc, s in collector.scales if scope[: len(sc)] == sc)
+                effective[target] = value if scale is None else value * jnp.asarray(scale, jnp.result_type(value))
+    out.update(effective)
+    return out
+
+
+def _product(values) -> jax.Array | None:
+    values = list(values)
+    return functools.reduce(lambda a, b: a * b, values) if values else None
+

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, next_count, resolve_all, zero_count
+from ._base import Hyper, check_shapes, next_count, zero_count
 from ._checks import as_float
-from ._common import check_hypers, compute_dtype, packed_leaves, require_params
+from ._common import compute_dtype, hypers, packed_leaves, require_params
 
 
 def _check_inner(call: str, inner) -> None:
@@ -85,34 +85,31 @@ def lookahead(
     """
     call = "lookahead"
     _check_inner(call, inner)
-    check_hypers(call, sync_period=sync_period, alpha=alpha)
+    hp = hypers(call, sync_period=sync_period, alpha=alpha)
     inner = optax.with_extra_args_support(inner)
-    hypers = {"sync_period": sync_period, "alpha": alpha}
 
     def init(params):
         slow = jax.tree.map(jnp.copy, params)
         since = jnp.zeros([], jnp.int32)
-        return LookaheadState(zero_count(), since, slow, inner.init(params), resolve_all(hypers, zero_count()))
+        return LookaheadState(zero_count(), since, slow, inner.init(params), hp.record(zero_count(), params))
 
     def update(updates, state, params=None, **extra_args):
         require_params(call, params)
-        h = resolve_all(hypers, state.count)
+        h = hp.at(state.count, updates)
         fast_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         since = state.steps_since_sync + 1
-        sync = as_float(since) >= h["sync_period"]
+        sync = as_float(since) >= h.single["sync_period"]
 
-        def leaf(u, p, s):
+        def leaf(v, u, p, s):
             cd = compute_dtype(p)
             p_c, s_c = p.astype(cd), s.astype(cd)
-            new_slow = s_c + h["alpha"].astype(cd) * (p_c + u.astype(cd) - s_c)
+            new_slow = s_c + v["alpha"].astype(cd) * (p_c + u.astype(cd) - s_c)
             out = jnp.where(sync, (new_slow - p_c).astype(u.dtype), u)
             return out, jnp.where(sync, new_slow.astype(s.dtype), s)
 
-        pairs = jax.tree.map(leaf, fast_updates, params, state.slow)
-        outer = jax.tree.structure(fast_updates)
-        out, slow = jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
+        out, slow = h.map(leaf, 2, fast_updates, params, state.slow)
         since = jnp.where(sync, 0, since).astype(jnp.int32)
-        return out, LookaheadState(next_count(state.count), since, slow, inner_state, h)
+        return out, LookaheadState(next_count(state.count), since, slow, inner_state, h.record)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -176,21 +173,21 @@ def skip_nonfinite(
     """
     call = "skip_nonfinite"
     _check_inner(call, inner)
-    hypers = {}
+    limit = {}
     if max_consecutive_skips is not None:
         if callable(max_consecutive_skips):
             raise ValueError(f"`{call}(max_consecutive_skips=...)` must be a number, got a callable")
-        check_hypers(call, max_consecutive_skips=max_consecutive_skips)
-        hypers = {"max_consecutive_skips": max_consecutive_skips}
+        limit = {"max_consecutive_skips": max_consecutive_skips}
+    hp = hypers(call, **limit)
     inner = optax.with_extra_args_support(inner)
 
     def init(params):
         zero = jnp.zeros([], jnp.int32)
-        return SkipNonfiniteState(
-            inner.init(params), zero, zero, jnp.asarray(False), resolve_all(hypers, zero)
-        )
+        return SkipNonfiniteState(inner.init(params), zero, zero, jnp.asarray(False), hp.record(zero))
 
     def update(updates, state, params=None, **extra_args):
+        if params is not None:
+            check_shapes(call, updates, params)
         finite = _all_finite(updates)
         new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
         out = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), new_updates)

@@ -87,10 +87,13 @@ def test_defaults_are_pytorchs(alias):
 
 
 def test_signatures():
-    assert str(inspect.signature(fnopt.sgd)).startswith("(learning_rate: 'Hyper', momentum: 'Hyper' = 0.0, *, nesterov")
+    # torch 2.13: SGD's lr defaults to 1e-3.
+    assert str(inspect.signature(fnopt.sgd)).startswith("(learning_rate: 'Hyper' = 0.001, momentum: 'Hyper' = 0.0, *, nesterov")
     assert list(inspect.signature(fnopt.adamw).parameters) == [
-        "learning_rate", "b1", "b2", "eps", "weight_decay", "amsgrad"
+        "learning_rate", "b1", "b2", "eps", "weight_decay", "amsgrad", "mask"
     ]
+    for alias in (fnopt.sgd, fnopt.adam, fnopt.adamw, fnopt.radam, fnopt.adagrad, fnopt.rmsprop, fnopt.ranger):
+        assert inspect.signature(alias).parameters["mask"].kind is inspect.Parameter.KEYWORD_ONLY, alias
     assert inspect.signature(fnopt.ranger).parameters["sync_period"].kind is inspect.Parameter.KEYWORD_ONLY
 
 

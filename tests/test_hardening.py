@@ -73,7 +73,8 @@ def counts(lo: float, hi: int) -> st.SearchStrategy:
 
 VALUES = reals(-1e3, 1e3)  # a schedule's start / end / peak value
 NOT_A_NUMBER = st.sampled_from(
-    ["0.1", "abc", b"1", None, object(), {"a": 1.0}, ["0.5"], (1.0, "x"), 1 + 2j, np.complex64(1.0)]
+    ["0.1", "abc", b"1", None, object(), {"a": "x"}, ["0.5"], (1.0, "x"), 1 + 2j, np.complex64(1.0),
+     True, False, np.bool_(True), np.array(False)]
 )
 NONFINITE = st.sampled_from(
     [NAN, INF, -INF, np.float32("nan"), np.array([1.0, NAN])] + ([] if X64 else [1e39, -1e39])
