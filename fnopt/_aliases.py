@@ -16,7 +16,7 @@ import optax
 from ._adaptive import scale_by_adagrad, scale_by_adam, scale_by_radam, scale_by_rms
 from ._base import Hyper
 from ._checks import check_flag
-from ._common import check_hypers, check_nesterov, is_zero
+from ._common import check_nesterov, hypers, is_zero, with_group_check
 from ._elementwise import add_decayed_weights, add_weight_decay, check_mask, scale_by_learning_rate
 from ._momentum import scale_by_momentum
 from ._wrappers import lookahead
@@ -101,14 +101,14 @@ def sgd(
         {'momentum': 0.9, 'dampening': 0.0, 'learning_rate': 0.001, 'effective_learning_rate': 0.001}
     """
     call = "sgd"
-    check_hypers(call, learning_rate=learning_rate, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
+    hp = hypers(call, learning_rate=learning_rate, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
     check_nesterov(call, nesterov, momentum, dampening)
     with_momentum = not is_zero(momentum)
-    return _chain(
+    return with_group_check(hp, _chain(
         _coupled_decay(call, weight_decay, mask),
         scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening) if with_momentum else None,
         scale_by_learning_rate(learning_rate),
-    )
+    ))
 
 
 def adam(
@@ -173,13 +173,13 @@ def adam(
         >>> opt = fnopt.adam(schedules.one_cycle(1e-2, 1000), b1=schedules.one_cycle_momentum(1000))
     """
     call = "adam"
-    check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
-    return _chain(
+    return with_group_check(hp, _chain(
         _coupled_decay(call, weight_decay, mask),
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
         scale_by_learning_rate(learning_rate),
-    )
+    ))
 
 
 def adamw(
@@ -239,13 +239,13 @@ def adamw(
         ...                   b2=0.99, eps=1e-5, weight_decay=0.01)
     """
     call = "adamw"
-    check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
-    return _chain(
+    return with_group_check(hp, _chain(
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
         _decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
-    )
+    ))
 
 
 def radam(
@@ -300,12 +300,12 @@ def radam(
         [-0.2]
     """
     call = "radam"
-    check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    return _chain(
+    hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    return with_group_check(hp, _chain(
         _coupled_decay(call, weight_decay, mask),
         scale_by_radam(b1, b2, eps),
         scale_by_learning_rate(learning_rate),
-    )
+    ))
 
 
 def adagrad(
@@ -354,12 +354,12 @@ def adagrad(
         [-0.5]
     """
     call = "adagrad"
-    check_hypers(call, learning_rate=learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps, weight_decay=weight_decay)
-    return _chain(
+    hp = hypers(call, learning_rate=learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps, weight_decay=weight_decay)
+    return with_group_check(hp, _chain(
         _coupled_decay(call, weight_decay, mask),
         scale_by_adagrad(initial_accumulator_value, eps),
         scale_by_learning_rate(learning_rate),
-    )
+    ))
 
 
 def rmsprop(
@@ -414,14 +414,14 @@ def rmsprop(
         [-0.02]
     """
     call = "rmsprop"
-    check_hypers(call, learning_rate=learning_rate, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
+    hp = hypers(call, learning_rate=learning_rate, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
     check_flag(call, "centered", centered)
-    return _chain(
+    return with_group_check(hp, _chain(
         _coupled_decay(call, weight_decay, mask),
         scale_by_rms(alpha, eps, centered=centered),
         None if is_zero(momentum) else scale_by_momentum(momentum),
         scale_by_learning_rate(learning_rate),
-    )
+    ))
 
 
 def ranger(
@@ -481,10 +481,10 @@ def ranger(
         True
     """
     call = "ranger"
-    check_hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, sync_period=sync_period, alpha=alpha, weight_decay=weight_decay)
+    hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, sync_period=sync_period, alpha=alpha, weight_decay=weight_decay)
     inner = _chain(
         scale_by_radam(b1, b2, eps),
         _decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
-    return lookahead(inner, sync_period, alpha)
+    return with_group_check(hp, lookahead(inner, sync_period, alpha))

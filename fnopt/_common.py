@@ -15,6 +15,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.experimental.shard_alike import shard_alike
 
 from ._base import Hyper, Hypers, _group_leaves, check_hyper, is_group_tree
@@ -191,3 +192,18 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array, may_vanish: bool) 
     if not may_vanish:
         return numerator / denominator
     return jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1), 0)
+
+
+def with_group_check(hp: Hypers, tx: Any) -> Any:
+    """``tx`` whose ``init`` first checks ``hp``'s group trees against the
+    params, so that a tree that is not a prefix of the params is reported
+    under the alias's name (``adamw(learning_rate=...)``) rather than the
+    name of the primitive that would meet it first."""
+    if not hp.grouped:
+        return tx
+
+    def init(params):
+        hp.layout(params)
+        return tx.init(params)
+
+    return optax.GradientTransformationExtraArgs(init, tx.update)

@@ -164,10 +164,11 @@ def global_norm(updates: optax.Updates, axis_name: str | None = None) -> jax.Arr
     magnitude, which is exact up to rounding for every finite gradient."""
     leaves = packed_leaves(updates)
 
-    def sum_squares(scale=None):
+    def sum_squares(divisor=None):
         squares = as_float(0.0)
         for g in leaves:
-            x = g if scale is None else g * scale.astype(g.dtype)
+            # A divide, not a multiply by the reciprocal: 1 / 3e38 is subnormal.
+            x = g if divisor is None else g / divisor.astype(g.dtype)
             squares = squares + as_float(jnp.sum(x * x))
         return squares if axis_name is None else jax.lax.psum(squares, axis_name)
 
@@ -180,7 +181,7 @@ def global_norm(updates: optax.Updates, axis_name: str | None = None) -> jax.Arr
         if axis_name is not None:
             largest = jax.lax.pmax(largest, axis_name)
         largest = jnp.where(jnp.isfinite(largest) & (largest > 0), largest, 1.0)
-        return largest * jnp.sqrt(sum_squares(1 / largest))
+        return largest * jnp.sqrt(sum_squares(largest))
 
     overflowed = jnp.isinf(squares)
     return jax.lax.cond(overflowed, rescaled, lambda _: jnp.sqrt(squares), None)
