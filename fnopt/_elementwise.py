@@ -154,37 +154,40 @@ def scale_by_learning_rate(learning_rate: Hyper) -> optax.GradientTransformation
     return _recording(hp, apply)
 
 
-def global_norm(updates: optax.Updates, axis_name: str | None = None) -> jax.Array:
-    """The L2 norm of all leaves together, in the default float dtype; with
-    ``axis_name``, of the leaves of every shard along that mapped axis.
+_TINY = 2.0**-80  # pre-scale when the sum of squares overflows: exact (a power of two)
 
-    The sum of squares overflows float32 once the norm passes ~1.8e19; only
-    then (a ``lax.cond``, so the common case pays nothing) is the norm
-    recomputed as ``m * sqrt(sum((g / m)^2))`` with ``m`` the largest
-    magnitude, which is exact up to rounding for every finite gradient."""
+
+def scaled_global_norm(updates: optax.Updates, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(s, n)`` with ``n = s * norm``: the L2 norm of all leaves together,
+    in the default float dtype, pre-scaled by ``s`` so that it is finite for
+    every finite gradient; with ``axis_name``, over every shard along that
+    mapped axis.
+
+    ``s = 1`` unless the sum of squares overflows (a norm past ~1.8e19 in
+    float32); only then (a ``lax.cond``: the common case pays nothing) is it
+    recomputed on the leaves times ``s = 2**-80``. Elements more than
+    ``2**80`` times below float32's largest flush to zero in that rare
+    recomputation, which moves the norm by far less than its rounding."""
     leaves = packed_leaves(updates)
 
-    def sum_squares(divisor=None):
+    def sum_squares(scale=None):
         squares = as_float(0.0)
         for g in leaves:
-            # A divide, not a multiply by the reciprocal: 1 / 3e38 is subnormal.
-            x = g if divisor is None else g / divisor.astype(g.dtype)
+            x = g if scale is None else g * jnp.asarray(scale, g.dtype)
             squares = squares + as_float(jnp.sum(x * x))
         return squares if axis_name is None else jax.lax.psum(squares, axis_name)
 
     squares = sum_squares()
-
-    def rescaled(_):
-        largest = as_float(0.0)
-        for g in leaves:
-            largest = jnp.maximum(largest, as_float(jnp.max(jnp.abs(g), initial=0.0)))
-        if axis_name is not None:
-            largest = jax.lax.pmax(largest, axis_name)
-        largest = jnp.where(jnp.isfinite(largest) & (largest > 0), largest, 1.0)
-        return largest * jnp.sqrt(sum_squares(largest))
-
     overflowed = jnp.isinf(squares)
-    return jax.lax.cond(overflowed, rescaled, lambda _: jnp.sqrt(squares), None)
+    squares = jax.lax.cond(overflowed, lambda _: sum_squares(_TINY), lambda _: squares, None)
+    return jnp.where(overflowed, _TINY, 1.0).astype(squares.dtype), jnp.sqrt(squares)
+
+
+def global_norm(updates: optax.Updates, axis_name: str | None = None) -> jax.Array:
+    """The L2 norm of all leaves together (``inf`` only when the norm itself
+    exceeds the float dtype's range); see :func:`scaled_global_norm`."""
+    scale, norm = scaled_global_norm(updates, axis_name)
+    return norm / scale
 
 
 def clip_by_global_norm(
@@ -193,12 +196,15 @@ def clip_by_global_norm(
     """Rescales the updates so that their global L2 norm is at most ``max_norm``:
     ``g * max_norm / max(norm, max_norm)``.
 
-    Same as Optax's ``clip_by_global_norm``. torch's
-    ``clip_grad_norm_`` divides by ``norm + 1e-6`` instead, so it shrinks
-    slightly even a gradient whose norm is exactly ``max_norm``; fnopt does not.
+    Same as Optax's ``clip_by_global_norm``, and right for every finite
+    gradient (Optax's squared norm overflows past ~1.8e19 in float32 and
+    then returns zeros). torch's ``clip_grad_norm_`` divides by
+    ``norm + 1e-6`` instead, so it shrinks slightly even a gradient whose
+    norm is exactly ``max_norm``; fnopt does not.
 
     Args:
-        max_norm: > 0; a float, traced array or schedule.
+        max_norm: > 0; a float, traced array or schedule (one value for the
+            whole update: no group tree).
         axis_name: under ``shard_map`` / ``pmap`` (or a named ``vmap``) with
             the gradients sharded along this axis, the squared norm is summed
             over it (``psum``), so every shard is clipped by the global norm.
@@ -207,13 +213,18 @@ def clip_by_global_norm(
 
     def apply(updates, params, h: Resolved):
         max_value = h.single["max_norm"]
-        norm = global_norm(updates, axis_name)
-        scale = max_value / jnp.maximum(norm, max_value)
-        factor = per_group(lambda v, cd: scale.astype(cd))
+        scale, norm = scaled_global_norm(updates, axis_name)  # norm = scale * true norm
+        clip = norm > max_value * scale
+        # g * pre * post: pre = scale keeps the product in range when the
+        # norm itself is near float32's largest value.
+        pre = jnp.where(clip, scale, 1.0)
+        post = jnp.where(clip, max_value / norm, 1.0)
+        factors = per_group(lambda v, cd: (pre.astype(cd), post.astype(cd)))
 
         def leaf(v, g):
             cd = compute_dtype(g)
-            return (g.astype(cd) * factor(v, cd)).astype(g.dtype)
+            a, b = factors(v, cd)
+            return (g.astype(cd) * a * b).astype(g.dtype)
 
         return h.map(leaf, None, updates, params=params)
 

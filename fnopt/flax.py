@@ -102,7 +102,9 @@ class TrainState(train_state.TrainState):
 
 
 def report_nnx(optimizer: nnx.Optimizer, value: Any) -> None:
-    """``fnopt.report`` for a ``flax.nnx.Optimizer``, in place (NNX style).
+    """``fnopt.report`` for a ``flax.nnx.Optimizer``, in place (NNX style);
+    the same as ``fnopt.report(optimizer, value)``, which accepts NNX
+    optimizers directly.
 
     Feeds ``value`` as one observation to every plateau and early-stopping
     transform in ``optimizer.opt_state``. Works inside ``nnx.jit``.
@@ -118,5 +120,4 @@ def report_nnx(optimizer: nnx.Optimizer, value: Any) -> None:
         >>> bool(fnopt.should_stop(optimizer.opt_state))
         True
     """
-    new_state = _report(nnx.as_pure(optimizer.opt_state), value)
-    nnx.update(optimizer.opt_state, nnx.state(new_state))
+    _report(optimizer, value)
