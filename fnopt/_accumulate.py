@@ -114,15 +114,18 @@ def accumulate_gradients(
     inner update only the *last* micro-step's extra arguments, so a plateau
     or early stopping fed ``value=`` per step decides on the last
     micro-batch's loss alone; it also runs the inner update on every
-    micro-step and discards it. Use this wrapper when a plateau or early
+    micro-step and discards it, and (Optax 0.2.8) fails under
+    ``jax_numpy_dtype_promotion="strict"``. Use this wrapper when a plateau or early
     stopping is fed per step. (``fnopt.report(opt_state, v)`` reaches a
     plateau inside either wrapper.)
 
     Semantics with other libraries: torch's usual loop (``loss / k``,
-    ``backward`` ``k`` times, then ``optimizer.step()``) and Keras'
-    ``gradient_accumulation_steps`` both apply the mean gradient, as does the
-    default here; ``use_grad_mean=False`` applies the sum. Keras also counts
-    real updates for its schedules (``iterations``).
+    ``backward`` ``k`` times, then ``optimizer.step()`` and
+    ``scheduler.step()``) and Keras 3's ``gradient_accumulation_steps`` both
+    apply the mean gradient, as does the default here; ``use_grad_mean=False``
+    applies the sum. The step count is torch's (and ``MultiSteps``'): real
+    updates. Keras 3 differs: its schedules and Adam's bias correction read
+    ``iterations``, which counts every micro-step.
 
     ``update`` is pure JAX: the real update is selected with ``lax.cond``
     (under ``vmap`` with a batched counter both sides run and one is

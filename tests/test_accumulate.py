@@ -340,3 +340,13 @@ def test_other_invalid_arguments_raise():
     for bad in ("1.0", jnp.ones(2, FLOAT), True):
         with pytest.raises(ValueError, match=r"^`accumulate_gradients\.update\(value=\.\.\.\)`"):
             tx.update({"w": jnp.ones((2, 3), FLOAT)}, state, value=bad)
+
+
+def test_skip_nonfinite_outside_drops_a_bad_micro_batch():
+    tx = T.skip_nonfinite(T.accumulate_gradients(fnopt.sgd(1.0), 2))
+    state = tx.init(jnp.zeros(1, FLOAT))
+    emitted = []
+    for g in (1.0, float("nan"), 3.0):
+        updates, state = tx.update(jnp.asarray([g], FLOAT), state)
+        emitted.append(float(updates[0]))
+    assert emitted == [0.0, 0.0, -2.0] and int(state.total_skips) == 1
