@@ -107,9 +107,9 @@ def once_per_dtype(fn: Callable[[jnp.dtype], Any]) -> Callable[[Any], Any]:
     return get
 
 
-def storage_dtype(call: str, dtype: Any) -> Any:
-    """A user-requested state dtype (``mu_dtype``), validated and canonicalized
-    (float64 -> float32 without x64)."""
+def storage_dtype(call: str, dtype: Any, name: str = "mu_dtype") -> Any:
+    """A user-requested state dtype (argument ``name``, e.g. ``mu_dtype``),
+    validated and canonicalized (float64 -> float32 without x64)."""
     if dtype is None:
         return None
     try:
@@ -117,7 +117,7 @@ def storage_dtype(call: str, dtype: Any) -> Any:
     except TypeError:
         dt = None
     if dt is None or not jnp.issubdtype(dt, jnp.floating):
-        raise ValueError(f"`{call}(mu_dtype=...)` must be None or a floating dtype, got {dtype!r}")
+        raise ValueError(f"`{call}({name}=...)` must be None or a floating dtype, got {dtype!r}")
     return jax.dtypes.canonicalize_dtype(dt)
 
 

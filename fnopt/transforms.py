@@ -10,6 +10,8 @@ invalid hyperparameters raise ``ValueError`` at construction; traced ones and
 schedules are not checked.
 """
 
+from ._accumulate import AccumulateGradientsState as AccumulateGradientsState
+from ._accumulate import accumulate_gradients as accumulate_gradients
 from ._adaptive import ScaleByAdagradState as ScaleByAdagradState
 from ._adaptive import ScaleByAdamState as ScaleByAdamState
 from ._adaptive import ScaleByRAdamState as ScaleByRAdamState
@@ -35,6 +37,7 @@ from ._wrappers import lookahead as lookahead
 from ._wrappers import skip_nonfinite as skip_nonfinite
 
 __all__ = [
+    "AccumulateGradientsState",
     "EarlyStoppingState",
     "LookaheadState",
     "RecordState",
@@ -45,6 +48,7 @@ __all__ = [
     "ScaleByRAdamState",
     "ScaleByRmsState",
     "SkipNonfiniteState",
+    "accumulate_gradients",
     "add_decayed_weights",
     "add_weight_decay",
     "clip_by_global_norm",

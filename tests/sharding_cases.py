@@ -51,8 +51,9 @@ PARAM_LAYOUT = {
 
 
 def optimizers() -> dict:
-    """Every alias, and a chain of clipping, AdamW on a schedule, plateau
-    reduction and early stopping (the last three observe ``value=``)."""
+    """Every alias, a chain of clipping, AdamW on a schedule, plateau
+    reduction and early stopping (the last three observe ``value=``), and
+    gradient accumulation around Adam and a plateau."""
     return {
         "sgd": lambda: fnopt.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
         "adam": lambda: fnopt.adam(1e-2),
@@ -66,6 +67,9 @@ def optimizers() -> dict:
             fnopt.adamw(schedules.one_cycle(1e-2, 10)),
             T.reduce_on_plateau(factor=0.5, patience=0),
             T.early_stopping(patience=3),
+        ),
+        "accumulate": lambda: T.accumulate_gradients(
+            fnopt.chain(fnopt.adam(1e-2), T.reduce_on_plateau(factor=0.5, patience=0)), 2
         ),
     }
 
@@ -113,7 +117,7 @@ def check_state_follows_params(state, params: dict, n_devices: int) -> int:
 
 # Buffers per parameter of each optimizer's state (a floor, so that a state
 # that lost its buffers, not only one sharded wrongly, fails).
-MIN_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "adagrad": 1, "rmsprop": 3, "ranger": 3, "chain": 2}
+MIN_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "adagrad": 1, "rmsprop": 3, "ranger": 3, "chain": 2, "accumulate": 3}
 
 
 def init_sharding_check(name: str, axis_type: AxisType, set_mesh: bool):

@@ -340,6 +340,21 @@ SCHEDULES: dict[str, Spec] = {
 }
 
 TRANSFORMS: dict[str, Spec] = {
+    "accumulate_gradients": Spec(
+        T.accumulate_gradients,
+        {
+            "inner": Arg(st.just(INNER), BAD_INNER, required=True, static=True),
+            "every_k": Arg(
+                st.integers(1, 4),
+                st.one_of(integers_outside(1), st.sampled_from([True, np.bool_(False), 2.0, np.array([2, 3])])),
+                required=True,
+            ),
+            "use_grad_mean": flag(),
+            "accumulator_dtype": Arg(
+                st.sampled_from([None, jnp.float32]), st.sampled_from(["foo", jnp.int32, 1.0]), static=True
+            ),
+        },
+    ),
     "add_weight_decay": Spec(T.add_weight_decay, {"weight_decay": dataclasses.replace(NONNEG, required=True)}),
     "add_decayed_weights": Spec(T.add_decayed_weights, {"weight_decay": dataclasses.replace(NONNEG, required=True)}),
     "scale_by_learning_rate": Spec(T.scale_by_learning_rate, {"learning_rate": dataclasses.replace(LR, required=True)}),
@@ -616,6 +631,7 @@ FLAGS = [
     ("scale_by_adam", lambda v: T.scale_by_adam(amsgrad=v), "amsgrad"),
     ("rmsprop", lambda v: fnopt.rmsprop(centered=v), "centered"),
     ("scale_by_rms", lambda v: T.scale_by_rms(centered=v), "centered"),
+    ("accumulate_gradients", lambda v: T.accumulate_gradients(INNER, 2, use_grad_mean=v), "use_grad_mean"),
 ]
 
 
@@ -653,6 +669,7 @@ STATEFUL = {
     "rmsprop": lambda: fnopt.rmsprop(momentum=0.5, centered=True),
     "ranger": fnopt.ranger,
     "skip_nonfinite(adam)": lambda: T.skip_nonfinite(fnopt.adam()),
+    "accumulate_gradients(adam)": lambda: T.accumulate_gradients(fnopt.adam(), 2),
 }
 WRONG_TREES = {
     "missing_key": {"w": jnp.ones((2, 3), FLOAT)},
