@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._base import Hyper, next_count, zero_count
+from ._base import Hyper, check_shapes, next_count, zero_count
 from ._checks import as_float, check_flag, float_dtype, is_traced
-from ._common import check_shapes, compute_dtype, full_like, storage_dtype
+from ._common import compute_dtype, full_like, storage_dtype
 from ._plateau import as_count, as_metric
 from ._wrappers import _check_inner
 
