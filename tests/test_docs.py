@@ -149,6 +149,18 @@ def test_demo_page_shows_the_run_in_out(site, demo_dir):
 # ---------------------------------------------------------------- screenshots
 
 
+WINDOW = (1280, 1000)
+# Root in a container needs --no-sandbox; the virtual-time budget lets the page's scripts settle.
+HEADLESS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--virtual-time-budget=3000",
+)
+
+
 def _browser() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if path := shutil.which(name):
@@ -173,11 +185,7 @@ def _screenshot(url: str, path: Path) -> bytes:
     if browser is None:
         pytest.skip("no Chromium binary (Debian: apt-get install chromium)")
     subprocess.run(
-        [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--hide-scrollbars", "--window-size=1280,1000", "--virtual-time-budget=3000",
-            f"--screenshot={path}", url,
-        ],
+        [browser, *HEADLESS, f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={path}", url],
         capture_output=True,
         timeout=120,
         check=True,
@@ -188,17 +196,17 @@ def _screenshot(url: str, path: Path) -> bytes:
 def _assert_rendered(data: bytes) -> None:
     """A full window of a real page: not blank, not an error stub."""
     image_module = pytest.importorskip("PIL.Image")
-    assert _png_size(data) == (1280, 1000)
+    assert _png_size(data) == WINDOW
     assert len(data) > 40_000  # a blank window compresses to a few KB
     image = image_module.open(io.BytesIO(data)).convert("L")
     histogram = image.histogram()
     non_white = sum(histogram[:200]) / sum(histogram)
-    assert 0.03 < non_white < 0.9  # text and the header bar, on a mostly white page
+    assert 0.06 < non_white < 0.5  # the header bar alone is ~5 %; with the text ~9 %
 
 
 @pytest.mark.parametrize("page", ["", "api/schedules/"], ids=["front", "api"])
 def test_screenshot(served, tmp_path, page):
     data = _screenshot(f"{served}/{page}", tmp_path / "page.png")
     _assert_rendered(data)
-    if os.environ.get("FNOPT_DOCS_SCREENSHOTS"):  # keep them to look at
-        Path(os.environ["FNOPT_DOCS_SCREENSHOTS"], f"{page.strip('/').replace('/', '_') or 'front'}.png").write_bytes(data)
+    if keep := os.environ.get("FNOPT_DOCS_SCREENSHOTS"):  # a folder to keep them in, to look at
+        Path(keep, f"{page.strip('/').replace('/', '_') or 'front'}.png").write_bytes(data)

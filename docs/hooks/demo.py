@@ -29,8 +29,9 @@ def _out_dir(config) -> Path:
 
 
 def _pictures(config) -> list[Path]:
-    found = sorted(_out_dir(config).glob("*.png"), key=lambda p: (p.name not in ORDER, ORDER.index(p.name) if p.name in ORDER else 0, p.name))
-    return found
+    """Every PNG there: the demo's own in its order, then any others by name."""
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(_out_dir(config).glob("*.png"), key=lambda p: (rank.get(p.name, len(ORDER)), p.name))
 
 
 def on_files(files, config):

@@ -14,7 +14,7 @@ import io
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
@@ -25,10 +25,14 @@ IMAGES = "assets/gallery"
 
 
 class Entry(NamedTuple):
-    lr: dict[str, str]  # legend label -> call, drawn on the learning-rate axis
+    lr: Mapping[str, str]  # legend label -> call, drawn on the learning-rate axis
     num_steps: int
-    momentum: dict[str, str] = {}  # legend label -> call, dashed on the momentum axis
+    momentum: Mapping[str, str] = {}  # legend label -> call, dashed on the momentum axis
     log_scale: bool = False
+
+    @property
+    def calls(self) -> tuple[str, ...]:
+        return (*self.lr.values(), *self.momentum.values())
 
 
 GALLERY = {
@@ -92,12 +96,20 @@ GALLERY = {
     "multiply": Entry(
         {"multiply": "multiply(cosine_decay(0.1, total_steps=1000), cyclic(0.5, 1.0, step_size_up=50))"}, 1000
     ),
-    "exponential_range": Entry({"exponential_range": "exponential_range(1e-7, 10.0, num_steps=100)"}, 100, log_scale=True),
+    "exponential_range": Entry(
+        {"exponential_range": "exponential_range(1e-7, 10.0, num_steps=100)"}, 100, log_scale=True
+    ),
 }
 
 
 def _factories(schedules) -> dict[str, object]:
-    return {name: getattr(schedules, name) for name in schedules.__all__ if inspect.isfunction(getattr(schedules, name))}
+    return {
+        name: getattr(schedules, name) for name in schedules.__all__ if inspect.isfunction(getattr(schedules, name))
+    }
+
+
+def _calls(call: str, factory: str) -> bool:
+    return re.search(rf"\b{factory}\(", call) is not None
 
 
 def _check_coverage(factories) -> None:
@@ -109,7 +121,7 @@ def _check_coverage(factories) -> None:
             f"entries that are not public schedules: {unknown}"
         )
     for name, entry in GALLERY.items():
-        if not any(re.search(rf"\b{name}\(", call) for call in (*entry.lr.values(), *entry.momentum.values())):
+        if not any(_calls(call, name) for call in entry.calls):
             raise PluginError(f"docs/hooks/gallery.py: the entry for `{name}` never calls `{name}(...)`")
 
 
@@ -160,9 +172,8 @@ def on_page_markdown(markdown, page, config, files):
     factories = _factories(_import(config, "schedules"))
     sections = []
     for name, entry in GALLERY.items():
-        calls = (*entry.lr.values(), *entry.momentum.values())
-        used = sorted({f for f in factories if any(re.search(rf"\b{f}\(", call) for call in calls)})
-        code = f"from fnopt.schedules import {', '.join(used)}\n\n" + "\n".join(calls)
+        used = sorted(f for f in factories if any(_calls(call, f) for call in entry.calls))
+        code = f"from fnopt.schedules import {', '.join(used)}\n\n" + "\n".join(entry.calls)
         sections.append(
             f"## `{name}`\n\n"
             f"[`schedules.{name}`][fnopt.schedules.{name}]: {_summary(factories[name])}\n\n"
