@@ -19,7 +19,12 @@ from mkdocs.structure.files import File
 PAGE = "demo.md"
 MARKER = "<!-- demo -->"
 IMAGES = "assets/demo"
-ORDER = ("schedules.png", "lr_find_sgd.png", "lr_find_adam.png", "accuracy.png")  # the demo's own order
+CAPTIONS = {  # the demo's own pictures, in its order; any other PNG follows under its file name
+    "schedules.png": "The recipes' schedules",
+    "lr_find_sgd.png": "LR range test, SGD",
+    "lr_find_adam.png": "LR range test, Adam",
+    "accuracy.png": "Test accuracy against step",
+}
 COMMAND = "python examples/compare_schedules.py"
 
 
@@ -30,8 +35,8 @@ def _out_dir(config) -> Path:
 
 def _pictures(config) -> list[Path]:
     """Every PNG there: the demo's own in its order, then any others by name."""
-    rank = {name: i for i, name in enumerate(ORDER)}
-    return sorted(_out_dir(config).glob("*.png"), key=lambda p: (rank.get(p.name, len(ORDER)), p.name))
+    rank = {name: i for i, name in enumerate(CAPTIONS)}
+    return sorted(_out_dir(config).glob("*.png"), key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
 
 def on_files(files, config):
@@ -65,5 +70,6 @@ def on_page_markdown(markdown, page, config, files):
     if table.exists():
         parts.append(table.read_text())
     for picture in pictures:
-        parts.append(f"### {picture.stem}\n\n![{picture.stem}]({IMAGES}/{picture.name})")
+        caption = CAPTIONS.get(picture.name, picture.stem)
+        parts.append(f"### {caption}\n\n![{caption}]({IMAGES}/{picture.name})")
     return markdown.replace(MARKER, "\n\n".join(parts) + "\n")
