@@ -166,11 +166,12 @@ HEADLESS = (
 )
 
 
-def _browser() -> str | None:
+@pytest.fixture(scope="module")
+def browser() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if path := shutil.which(name):
             return path
-    return None
+    pytest.skip("no Chromium binary (Debian: apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -185,10 +186,7 @@ def served(site):
     server.server_close()
 
 
-def _screenshot(url: str, path: Path) -> bytes:
-    browser = _browser()
-    if browser is None:
-        pytest.skip("no Chromium binary (Debian: apt-get install chromium)")
+def _screenshot(browser: str, url: str, path: Path) -> bytes:
     subprocess.run(
         [browser, *HEADLESS, f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={path}", url],
         capture_output=True,
@@ -210,8 +208,8 @@ def _assert_rendered(data: bytes) -> None:
 
 
 @pytest.mark.parametrize("page", ["", "api/schedules/"], ids=["front", "api"])
-def test_screenshot(served, tmp_path, page):
-    data = _screenshot(f"{served}/{page}", tmp_path / "page.png")
+def test_screenshot(browser, served, tmp_path, page):  # browser first: no build when it skips
+    data = _screenshot(browser, f"{served}/{page}", tmp_path / "page.png")
     _assert_rendered(data)
     if keep := os.environ.get("FNOPT_DOCS_SCREENSHOTS"):  # a folder to keep them in, to look at
         Path(keep, f"{page.strip('/').replace('/', '_') or 'front'}.png").write_bytes(data)
