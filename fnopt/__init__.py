@@ -5,13 +5,13 @@ from optax import chain as chain
 
 from . import schedules as schedules
 from . import transforms as transforms
-from ._aliases import adagrad as adagrad
-from ._aliases import adam as adam
-from ._aliases import adamw as adamw
-from ._aliases import radam as radam
-from ._aliases import ranger as ranger
-from ._aliases import rmsprop as rmsprop
-from ._aliases import sgd as sgd
+from ._rms import adagrad as adagrad
+from ._adam import adam as adam
+from ._adam import adamw as adamw
+from ._adam import radam as radam
+from ._adam import ranger as ranger
+from ._rms import rmsprop as rmsprop
+from ._momentum import sgd as sgd
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
 from ._report import hyperparams as hyperparams

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.experimental.shard_alike import shard_alike
 
-from ._base import Hyper, Hypers, _group_leaves, check_hyper, is_group_tree
+from ._base import Hyper, Hypers, _group_leaves, is_group_tree
 from ._checks import check_flag, is_traced
 
 _UNIT_OPEN = {"low": 0.0, "high": 1.0, "high_open": True}  # [0, 1)
@@ -40,14 +40,6 @@ RULES: dict[str, dict[str, Any]] = {
     "max_norm": {"low": 0.0, "low_open": True, "groups": False},
     "max_consecutive_skips": {"low": 1.0, "groups": False},
 }
-
-
-def check_hypers(call: str, **values: Hyper) -> None:
-    """Validates each hyperparameter against its rule in ``RULES`` (group
-    trees allowed unless the rule says ``groups: False``)."""
-    for name, value in values.items():
-        rule = dict(RULES[name])
-        check_hyper(call, name, value, groups=rule.pop("groups", True), **rule)
 
 
 def hypers(call: str, **values: Hyper) -> Hypers:
@@ -88,23 +80,6 @@ def compute_dtype(x: jax.Array) -> jnp.dtype:
     """Arithmetic dtype for a leaf: its own dtype, promoted to at least float32."""
     dtype = jnp.dtype(jnp.result_type(x))
     return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
-
-
-def once_per_dtype(fn: Callable[[jnp.dtype], Any]) -> Callable[[Any], Any]:
-    """``fn(dtype)`` memoized by dtype: the scalar coefficients of an update
-    (``1 - b1``, ``-learning_rate``, bias corrections) are cast and combined
-    once per arithmetic dtype instead of once per leaf, which keeps the traced
-    program (and its compile time) proportional to the number of leaves only
-    through the elementwise work itself."""
-    cache: dict[jnp.dtype, Any] = {}
-
-    def get(dtype: Any) -> Any:
-        key = jnp.dtype(dtype)
-        if key not in cache:
-            cache[key] = fn(key)
-        return cache[key]
-
-    return get
 
 
 def storage_dtype(call: str, dtype: Any, name: str = "mu_dtype") -> Any:

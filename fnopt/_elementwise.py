@@ -16,7 +16,7 @@ import optax
 
 from ._base import Hyper, Hypers, Resolved, next_count, per_group, zero_count
 from ._checks import ArgumentTypeError, as_float
-from ._common import compute_dtype, hypers, packed_leaves, require_params
+from ._common import compute_dtype, hypers, is_zero, packed_leaves, require_params
 
 
 class RecordState(NamedTuple):
@@ -229,3 +229,24 @@ def clip_by_global_norm(
         return h.map(leaf, None, updates, params=params)
 
     return _recording(hp, apply)
+
+
+# ---------------------------------------------- stages the aliases share
+
+
+def chain_stages(*stages) -> optax.GradientTransformationExtraArgs:
+    """``optax.chain`` of the stages that are not ``None`` (left out: a
+    hyperparameter given as the Python number 0)."""
+    return optax.chain(*(s for s in stages if s is not None))
+
+
+def coupled_decay(call: str, weight_decay: Hyper, mask: Any):
+    """An alias's torch-style L2 stage, or ``None`` for ``weight_decay=0``."""
+    check_mask(call, mask)
+    return None if is_zero(weight_decay) else add_weight_decay(weight_decay, mask=mask)
+
+
+def decoupled_decay(call: str, weight_decay: Hyper, mask: Any):
+    """An alias's AdamW-style decay stage, or ``None`` for ``weight_decay=0``."""
+    check_mask(call, mask)
+    return None if is_zero(weight_decay) else add_decayed_weights(weight_decay, mask=mask)

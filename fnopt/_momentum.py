@@ -1,4 +1,5 @@
-"""Heavy-ball and Nesterov momentum with torch ``SGD``'s buffer semantics."""
+"""Heavy-ball and Nesterov momentum with torch ``SGD``'s buffer semantics:
+the primitive ``scale_by_momentum`` and the alias ``sgd``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from ._base import Hyper, next_count, per_group, zero_count
-from ._common import check_nesterov, compute_dtype, full_like, hypers, storage_dtype
+from ._common import check_nesterov, compute_dtype, full_like, hypers, is_zero, storage_dtype, with_group_check
+from ._elementwise import chain_stages, coupled_decay, scale_by_learning_rate
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -96,3 +98,81 @@ def scale_by_momentum(
         return out, ScaleByMomentumState(next_count(state.count), trace, h.record)
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+# ------------------------------------------------------------------ alias
+
+
+def sgd(
+    learning_rate: Hyper = 1e-3,
+    momentum: Hyper = 0.0,
+    *,
+    nesterov: bool = False,
+    dampening: Hyper = 0.0,
+    weight_decay: Hyper = 0.0,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Stochastic gradient descent with momentum: torch ``SGD``.
+
+    With ``g_t`` the gradient plus ``weight_decay * p_t`` (coupled L2)::
+
+        b_0 = g_0,   b_t = momentum * b_{t-1} + (1 - dampening) * g_t
+        d_t = g_t + momentum * b_t  (nesterov)  or  b_t
+        p_{t+1} = p_t - lr_t * d_t
+
+    Without momentum, ``d_t = g_t``. All of ``learning_rate``, ``momentum``,
+    ``dampening`` and ``weight_decay`` may be schedules, which makes the
+    classic recipes one-liners (see the examples).
+
+    Args:
+        learning_rate: >= 0; float, traced array, schedule or group tree
+            (default 1e-3, torch 2.13's).
+        momentum: in [0, 1).
+        nesterov: Nesterov momentum (static); needs ``momentum > 0`` and
+            ``dampening == 0`` (torch's rule).
+        dampening: in [0, 1].
+        weight_decay: coupled L2 coefficient, >= 0.
+        mask: which leaves get weight decay, Optax's meaning: a pytree of
+            bools (a prefix of the params) or a callable ``params -> bools``;
+            ``None`` decays every leaf.
+
+    Returns:
+        ``chain(add_weight_decay, scale_by_momentum, scale_by_learning_rate)``
+        (stages whose hyperparameter is the Python number 0 left out). The
+        momentum buffer is in the params' dtype.
+
+    References:
+        Sutskever, Martens, Dahl & Hinton, On the importance of initialization
+        and momentum in deep learning, ICML 2013,
+        https://proceedings.mlr.press/v28/sutskever13.html
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, optax, fnopt
+        >>> params = jnp.array([1.0, -2.0])
+        >>> opt = fnopt.sgd(0.1, momentum=0.9)
+        >>> state = opt.init(params)
+        >>> updates, state = opt.update(jax.grad(lambda p: p @ p)(params), state, params)
+        >>> [round(x, 4) for x in optax.apply_updates(params, updates).tolist()]
+        [0.8, -1.6]
+
+        Super-convergence: one-cycle LR with momentum moving the opposite way
+        (torch ``OneCycleLR(cycle_momentum=True)``), SGDR warm restarts, and
+        cyclical LR with cyclical momentum (torch ``CyclicLR``):
+
+        >>> from fnopt import schedules
+        >>> opt = fnopt.sgd(schedules.one_cycle(0.4, total_steps=1000), momentum=schedules.one_cycle_momentum(1000))
+        >>> opt = fnopt.sgd(schedules.cosine_warm_restarts(0.1, first_period=10, period_mult=2), momentum=0.9)
+        >>> opt = fnopt.sgd(schedules.cyclic(1e-3, 0.1, step_size_up=500),
+        ...                 momentum=schedules.cyclic_momentum(0.8, 0.9, step_size_up=500))
+        >>> {k: round(float(v), 3) for k, v in fnopt.hyperparams(opt.init(params)).items()}
+        {'momentum': 0.9, 'dampening': 0.0, 'learning_rate': 0.001, 'effective_learning_rate': 0.001}
+    """
+    call = "sgd"
+    hp = hypers(call, learning_rate=learning_rate, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
+    check_nesterov(call, nesterov, momentum, dampening)
+    with_momentum = not is_zero(momentum)
+    return with_group_check(hp, chain_stages(
+        coupled_decay(call, weight_decay, mask),
+        scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening) if with_momentum else None,
+        scale_by_learning_rate(learning_rate),
+    ))

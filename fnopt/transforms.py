@@ -12,14 +12,14 @@ schedules are not checked.
 
 from ._accumulate import AccumulateGradientsState as AccumulateGradientsState
 from ._accumulate import accumulate_gradients as accumulate_gradients
-from ._adaptive import ScaleByAdagradState as ScaleByAdagradState
-from ._adaptive import ScaleByAdamState as ScaleByAdamState
-from ._adaptive import ScaleByRAdamState as ScaleByRAdamState
-from ._adaptive import ScaleByRmsState as ScaleByRmsState
-from ._adaptive import scale_by_adagrad as scale_by_adagrad
-from ._adaptive import scale_by_adam as scale_by_adam
-from ._adaptive import scale_by_radam as scale_by_radam
-from ._adaptive import scale_by_rms as scale_by_rms
+from ._rms import ScaleByAdagradState as ScaleByAdagradState
+from ._adam import ScaleByAdamState as ScaleByAdamState
+from ._adam import ScaleByRAdamState as ScaleByRAdamState
+from ._rms import ScaleByRmsState as ScaleByRmsState
+from ._rms import scale_by_adagrad as scale_by_adagrad
+from ._adam import scale_by_adam as scale_by_adam
+from ._adam import scale_by_radam as scale_by_radam
+from ._rms import scale_by_rms as scale_by_rms
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
 from ._elementwise import add_weight_decay as add_weight_decay

@@ -1,114 +1,225 @@
-"""Optimizers: short chains of the primitives ending in the learning rate.
+"""Adam and its rectified variant with torch's numerics: the primitives
+``scale_by_adam`` / ``scale_by_radam`` and the aliases Adam, AdamW, RAdam and
+Ranger (RAdam + Lookahead).
 
-Defaults are PyTorch's and the numerics follow ``torch.optim`` step for step.
-Every numeric hyperparameter may be a float, a traced array or a schedule of
-the step; the state records the values used by the last update
-(``fnopt.hyperparams(state)``). A hyperparameter given as the Python number
-``0`` (e.g. ``weight_decay=0.0``) leaves its stage out of the chain.
+The primitives never apply the learning rate. Every numeric hyperparameter
+may be a float, a traced array, a schedule of the step (evaluated at
+``count``, the number of updates already applied) or a group tree of those.
+Arithmetic runs in at least float32 (bf16 params are updated in float32 and
+stored back in bf16); the update comes out in the incoming updates' dtype.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import optax
 
-from ._adaptive import scale_by_adagrad, scale_by_adam, scale_by_radam, scale_by_rms
-from ._base import Hyper
-from ._checks import check_flag
-from ._common import check_nesterov, hypers, is_zero, with_group_check
-from ._elementwise import add_decayed_weights, add_weight_decay, check_mask, scale_by_learning_rate
-from ._momentum import scale_by_momentum
+from ._base import Hyper, next_count, per_group, zero_count
+from ._checks import as_float, check_flag
+from ._common import compute_dtype, full_like, hypers, may_be_zero, safe_divide, storage_dtype, with_group_check
+from ._elementwise import chain_stages, coupled_decay, decoupled_decay, scale_by_learning_rate
 from ._wrappers import lookahead
 
-
-def _chain(*stages) -> optax.GradientTransformationExtraArgs:
-    return optax.chain(*(s for s in stages if s is not None))
+# -------------------------------------------------------------------- Adam
 
 
-def _coupled_decay(call: str, weight_decay: Hyper, mask: Any):
-    check_mask(call, mask)
-    return None if is_zero(weight_decay) else add_weight_decay(weight_decay, mask=mask)
+def _moments(coefficients, cd, g, m, v):
+    """Updated first and second moment EMAs in the arithmetic dtype ``cd``,
+    from ``coefficients = (b1, 1 - b1, b2, 1 - b2, ...)``."""
+    b1, c1, b2, c2 = coefficients[:4]
+    g_c = g.astype(cd)
+    return b1 * m.astype(cd) + c1 * g_c, b2 * v.astype(cd) + c2 * (g_c * g_c)
 
 
-def _decoupled_decay(call: str, weight_decay: Hyper, mask: Any):
-    check_mask(call, mask)
-    return None if is_zero(weight_decay) else add_decayed_weights(weight_decay, mask=mask)
+def _betas(v, cd):
+    b1, b2 = v["b1"].astype(cd), v["b2"].astype(cd)
+    return b1, 1 - b1, b2, 1 - b2
 
 
-def sgd(
-    learning_rate: Hyper = 1e-3,
-    momentum: Hyper = 0.0,
+class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam`.
+
+    Attributes:
+        count: updates applied so far (int32, saturating).
+        mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
+        nu: second moment EMA, in the params' dtype.
+        nu_max: running max of ``nu`` (``amsgrad`` only, else ``None``).
+        hyperparams: ``b1``, ``b2``, ``eps`` used by the last update.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    nu_max: optax.Updates | None
+    hyperparams: dict[str, jax.Array]
+
+
+def scale_by_adam(
+    b1: Hyper = 0.9,
+    b2: Hyper = 0.999,
+    eps: Hyper = 1e-8,
     *,
-    nesterov: bool = False,
-    dampening: Hyper = 0.0,
-    weight_decay: Hyper = 0.0,
-    mask: Any = None,
+    amsgrad: bool = False,
+    mu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """Stochastic gradient descent with momentum: torch ``SGD``.
+    """torch ``Adam``'s direction (without the learning rate).
 
-    With ``g_t`` the gradient plus ``weight_decay * p_t`` (coupled L2)::
+    With ``t = count + 1``: ``m_t = b1 m_{t-1} + (1 - b1) g_t``,
+    ``v_t = b2 v_{t-1} + (1 - b2) g_t^2`` and the update is
+    ``(m_t / (1 - b1^t)) / (sqrt(v_t) / sqrt(1 - b2^t) + eps)``. With
+    ``amsgrad``, ``v_t`` in the denominator is replaced by ``max_{s<=t} v_s``
+    (torch: the max of the raw ``v``, bias-corrected afterwards; Optax's
+    ``amsgrad`` takes the max of the bias-corrected ``v`` instead).
 
-        b_0 = g_0,   b_t = momentum * b_{t-1} + (1 - dampening) * g_t
-        d_t = g_t + momentum * b_t  (nesterov)  or  b_t
-        p_{t+1} = p_t - lr_t * d_t
-
-    Without momentum, ``d_t = g_t``. All of ``learning_rate``, ``momentum``,
-    ``dampening`` and ``weight_decay`` may be schedules, which makes the
-    classic recipes one-liners (see the examples).
+    When ``b1`` or ``b2`` is a schedule (torch's ``OneCycleLR`` / ``CyclicLR``
+    cycle ``betas[0]``), the bias corrections use the current value,
+    ``1 - b1(t)^t``, as torch does.
 
     Args:
-        learning_rate: >= 0; float, traced array, schedule or group tree
-            (default 1e-3, torch 2.13's).
-        momentum: in [0, 1).
-        nesterov: Nesterov momentum (static); needs ``momentum > 0`` and
-            ``dampening == 0`` (torch's rule).
-        dampening: in [0, 1].
-        weight_decay: coupled L2 coefficient, >= 0.
-        mask: which leaves get weight decay, Optax's meaning: a pytree of
-            bools (a prefix of the params) or a callable ``params -> bools``;
-            ``None`` decays every leaf.
-
-    Returns:
-        ``chain(add_weight_decay, scale_by_momentum, scale_by_learning_rate)``
-        (stages whose hyperparameter is the Python number 0 left out). The
-        momentum buffer is in the params' dtype.
-
-    References:
-        Sutskever, Martens, Dahl & Hinton, On the importance of initialization
-        and momentum in deep learning, ICML 2013,
-        https://proceedings.mlr.press/v28/sutskever13.html
-
-    Examples:
-        >>> import jax, jax.numpy as jnp, optax, fnopt
-        >>> params = jnp.array([1.0, -2.0])
-        >>> opt = fnopt.sgd(0.1, momentum=0.9)
-        >>> state = opt.init(params)
-        >>> updates, state = opt.update(jax.grad(lambda p: p @ p)(params), state, params)
-        >>> [round(x, 4) for x in optax.apply_updates(params, updates).tolist()]
-        [0.8, -1.6]
-
-        Super-convergence: one-cycle LR with momentum moving the opposite way
-        (torch ``OneCycleLR(cycle_momentum=True)``), SGDR warm restarts, and
-        cyclical LR with cyclical momentum (torch ``CyclicLR``):
-
-        >>> from fnopt import schedules
-        >>> opt = fnopt.sgd(schedules.one_cycle(0.4, total_steps=1000), momentum=schedules.one_cycle_momentum(1000))
-        >>> opt = fnopt.sgd(schedules.cosine_warm_restarts(0.1, first_period=10, period_mult=2), momentum=0.9)
-        >>> opt = fnopt.sgd(schedules.cyclic(1e-3, 0.1, step_size_up=500),
-        ...                 momentum=schedules.cyclic_momentum(0.8, 0.9, step_size_up=500))
-        >>> {k: round(float(v), 3) for k, v in fnopt.hyperparams(opt.init(params)).items()}
-        {'momentum': 0.9, 'dampening': 0.0, 'learning_rate': 0.001, 'effective_learning_rate': 0.001}
+        b1: first moment decay in [0, 1); float, traced array or schedule.
+        b2: second moment decay in [0, 1); float, traced array or schedule.
+        eps: added to the bias-corrected root, >= 0.
+        amsgrad: use the running max of the second moment (static).
+        mu_dtype: dtype of ``mu`` (default: the params' dtype).
     """
-    call = "sgd"
-    hp = hypers(call, learning_rate=learning_rate, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
-    check_nesterov(call, nesterov, momentum, dampening)
-    with_momentum = not is_zero(momentum)
-    return with_group_check(hp, _chain(
-        _coupled_decay(call, weight_decay, mask),
-        scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening) if with_momentum else None,
-        scale_by_learning_rate(learning_rate),
-    ))
+    call = "scale_by_adam"
+    hp = hypers(call, b1=b1, b2=b2, eps=eps)
+    check_flag(call, "amsgrad", amsgrad)
+    mu_dtype = storage_dtype(call, mu_dtype)
+    zero_denominator = may_be_zero(eps)
+
+    def init(params):
+        nu = full_like(params)
+        record = hp.record(zero_count(), params)
+        return ScaleByAdamState(zero_count(), full_like(params, 0.0, mu_dtype), nu, nu if amsgrad else None, record)
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        h = hp.at(state.count, updates)
+        t = as_float(state.count) + 1.0
+
+        @per_group
+        def coef(v, cd):
+            # Scalar reciprocals, so that each element costs one sqrt and one
+            # divide (by the denominator) instead of three divides.
+            inv_bc1 = 1 / (1 - v["b1"] ** t)
+            inv_bc2_sqrt = jax.lax.rsqrt(1 - v["b2"] ** t)
+            return (*_betas(v, cd), inv_bc1.astype(cd), inv_bc2_sqrt.astype(cd), v["eps"].astype(cd))
+
+        def leaf(hv, g, m, v, v_max):
+            cd = compute_dtype(g)
+            k = coef(hv, cd)
+            m_new, v_new = _moments(k, cd, g, m, v)
+            if amsgrad:
+                v_max_new = jnp.maximum(v_max.astype(cd), v_new)
+                v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
+            else:
+                v_used, v_max_out = v_new, v_max
+            c1, c2, e = k[4:]
+            out = safe_divide(m_new * c1, jnp.sqrt(v_used) * c2 + e, zero_denominator)
+            return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
+
+        v_max = state.nu_max if amsgrad else state.nu
+        out, mu, nu, nu_max = h.map(leaf, 4, updates, state.mu, state.nu, v_max, params=params)
+        new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h.record)
+        return out, new_state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# ------------------------------------------------------------------- RAdam
+
+
+class ScaleByRAdamState(NamedTuple):
+    """State of :func:`scale_by_radam`.
+
+    Attributes:
+        count: updates applied so far (int32, saturating).
+        mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
+        nu: second moment EMA, in the params' dtype.
+        hyperparams: ``b1``, ``b2``, ``eps`` used by the last update.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    hyperparams: dict[str, jax.Array]
+
+
+def scale_by_radam(
+    b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8, *, mu_dtype: Any = None
+) -> optax.GradientTransformationExtraArgs:
+    """torch ``RAdam``'s direction (without the learning rate).
+
+    Moments as in :func:`scale_by_adam`; with ``t = count + 1``,
+    ``rho_inf = 2 / (1 - b2) - 1`` and
+    ``rho_t = rho_inf - 2 t b2^t / (1 - b2^t)``. While ``rho_t <= 5`` the
+    update is the bias-corrected momentum ``m_t / (1 - b1^t)``; after that it
+    is multiplied by the rectification
+    ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``
+    and the adaptive rate ``sqrt(1 - b2^t) / (sqrt(v_t) + eps)``.
+
+    torch adds ``eps`` to the *raw* root ``sqrt(v_t)`` and switches on
+    ``rho_t > 5``; Optax's ``scale_by_radam`` adds it to the bias-corrected
+    root and switches on ``rho_t >= 5``. fnopt follows torch (the two agree for
+    ``eps=0`` away from ``rho_t == 5``). Scheduled betas enter the bias
+    corrections and ``rho`` at their current value, as in torch.
+
+    Args:
+        b1: first moment decay in [0, 1); float, traced array or schedule.
+        b2: second moment decay in [0, 1); float, traced array or schedule.
+        eps: added to the root of the second moment, >= 0.
+        mu_dtype: dtype of ``mu`` (default: the params' dtype).
+    """
+    call = "scale_by_radam"
+    hp = hypers(call, b1=b1, b2=b2, eps=eps)
+    mu_dtype = storage_dtype(call, mu_dtype)
+    zero_denominator = may_be_zero(eps)
+
+    def init(params):
+        record = hp.record(zero_count(), params)
+        return ScaleByRAdamState(zero_count(), full_like(params, 0.0, mu_dtype), full_like(params), record)
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        h = hp.at(state.count, updates)
+        t = as_float(state.count) + 1.0
+
+        @per_group
+        def coef(v, cd):
+            b2 = v["b2"]
+            bc1 = 1 - v["b1"] ** t
+            b2_t = b2**t
+            bc2 = 1 - b2_t
+            rho_inf = 2 / (1 - b2) - 1
+            rho_t = rho_inf - 2 * t * b2_t / bc2
+            rectify = rho_t > 5
+            # Both are > 5 where the rectification is used; elsewhere a harmless 6.
+            r_t, r_inf = jnp.where(rectify, rho_t, 6.0), jnp.where(rectify, rho_inf, 6.0)
+            rect = jnp.sqrt((r_t - 4) * (r_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * r_t))
+            scale = jnp.sqrt(bc2) * rect
+            return (*_betas(v, cd), (1 / bc1).astype(cd), scale.astype(cd), v["eps"].astype(cd), rectify)
+
+        def leaf(hv, g, m, v):
+            cd = compute_dtype(g)
+            k = coef(hv, cd)
+            m_new, v_new = _moments(k, cd, g, m, v)
+            c1, sc, e, rectify = k[4:]
+            m_hat = m_new * c1
+            adaptive = safe_divide(m_hat * sc, jnp.sqrt(v_new) + e, zero_denominator)
+            out = jnp.where(rectify, adaptive, m_hat)
+            return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+        out, mu, nu = h.map(leaf, 3, updates, state.mu, state.nu, params=params)
+        return out, ScaleByRAdamState(next_count(state.count), mu, nu, h.record)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# ------------------------------------------------------------------ aliases
 
 
 def adam(
@@ -175,8 +286,8 @@ def adam(
     call = "adam"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
-    return with_group_check(hp, _chain(
-        _coupled_decay(call, weight_decay, mask),
+    return with_group_check(hp, chain_stages(
+        coupled_decay(call, weight_decay, mask),
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
         scale_by_learning_rate(learning_rate),
     ))
@@ -241,9 +352,9 @@ def adamw(
     call = "adamw"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
-    return with_group_check(hp, _chain(
+    return with_group_check(hp, chain_stages(
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
-        _decoupled_decay(call, weight_decay, mask),
+        decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     ))
 
@@ -301,125 +412,9 @@ def radam(
     """
     call = "radam"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    return with_group_check(hp, _chain(
-        _coupled_decay(call, weight_decay, mask),
+    return with_group_check(hp, chain_stages(
+        coupled_decay(call, weight_decay, mask),
         scale_by_radam(b1, b2, eps),
-        scale_by_learning_rate(learning_rate),
-    ))
-
-
-def adagrad(
-    learning_rate: Hyper = 1e-2,
-    initial_accumulator_value: Hyper = 0.0,
-    eps: Hyper = 1e-10,
-    *,
-    weight_decay: Hyper = 0.0,
-    mask: Any = None,
-) -> optax.GradientTransformationExtraArgs:
-    """Adagrad: torch ``Adagrad``.
-
-    With ``g_t`` the gradient plus ``weight_decay * p_t``::
-
-        s_t = s_{t-1} + g_t^2     (s_{-1} = initial_accumulator_value)
-        p_{t+1} = p_t - lr_t * g_t / (sqrt(s_t) + eps)
-
-    torch's ``lr_decay`` is a schedule here: ``learning_rate=lambda t: lr / (1
-    + t * lr_decay)``. Optax's ``adagrad`` puts ``eps`` inside the root and
-    defaults to ``initial_accumulator_value=0.1``; the two agree for ``eps=0``.
-
-    Args:
-        learning_rate: >= 0; float, traced array or schedule.
-        initial_accumulator_value: starting sum of squares, >= 0.
-        eps: added to the root, >= 0.
-        weight_decay: coupled L2 coefficient, >= 0.
-        mask: which leaves get weight decay, Optax's meaning: a pytree of
-            bools (a prefix of the params) or a callable ``params -> bools``;
-            ``None`` decays every leaf.
-
-    Returns:
-        ``chain(add_weight_decay, scale_by_adagrad, scale_by_learning_rate)``;
-        the sum of squares is in the params' dtype.
-
-    References:
-        Duchi, Hazan & Singer, Adaptive Subgradient Methods for Online Learning
-        and Stochastic Optimization, JMLR 2011,
-        https://jmlr.org/papers/v12/duchi11a.html
-
-    Examples:
-        >>> import jax.numpy as jnp, fnopt
-        >>> opt = fnopt.adagrad(0.5)
-        >>> params = jnp.array([1.0])
-        >>> updates, _ = opt.update(jnp.array([4.0]), opt.init(params), params)
-        >>> [round(x, 4) for x in updates.tolist()]  # -0.5 * 4 / sqrt(16)
-        [-0.5]
-    """
-    call = "adagrad"
-    hp = hypers(call, learning_rate=learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps, weight_decay=weight_decay)
-    return with_group_check(hp, _chain(
-        _coupled_decay(call, weight_decay, mask),
-        scale_by_adagrad(initial_accumulator_value, eps),
-        scale_by_learning_rate(learning_rate),
-    ))
-
-
-def rmsprop(
-    learning_rate: Hyper = 1e-2,
-    alpha: Hyper = 0.99,
-    eps: Hyper = 1e-8,
-    momentum: Hyper = 0.0,
-    *,
-    centered: bool = False,
-    weight_decay: Hyper = 0.0,
-    mask: Any = None,
-) -> optax.GradientTransformationExtraArgs:
-    """RMSprop: torch ``RMSprop``, with optional momentum and centering.
-
-    With ``g_t`` the gradient plus ``weight_decay * p_t``::
-
-        v_t = alpha v_{t-1} + (1 - alpha) g_t^2
-        a_t = alpha a_{t-1} + (1 - alpha) g_t                   (centered)
-        d_t = g_t / (sqrt(v_t - a_t^2) + eps)   or   g_t / (sqrt(v_t) + eps)
-        b_t = momentum * b_{t-1} + d_t  (b_{-1} = 0),  p_{t+1} = p_t - lr_t * b_t
-
-    (``b_t = d_t`` without momentum). Optax's ``rmsprop`` is the same with
-    ``decay=alpha, eps_in_sqrt=False`` (its defaults are ``decay=0.9`` and
-    ``eps`` inside the root).
-
-    Args:
-        learning_rate: >= 0; float, traced array or schedule.
-        alpha: smoothing constant in [0, 1].
-        eps: added to the root, >= 0.
-        momentum: in [0, 1).
-        centered: divide by the estimated standard deviation (static).
-        weight_decay: coupled L2 coefficient, >= 0.
-        mask: which leaves get weight decay, Optax's meaning: a pytree of
-            bools (a prefix of the params) or a callable ``params -> bools``;
-            ``None`` decays every leaf.
-
-    Returns:
-        ``chain(add_weight_decay, scale_by_rms, scale_by_momentum,
-        scale_by_learning_rate)``; buffers in the params' dtype.
-
-    References:
-        Hinton, Neural Networks for Machine Learning, lecture 6e, 2012;
-        Graves, Generating Sequences With Recurrent Neural Networks (centered),
-        2013, https://arxiv.org/abs/1308.0850
-
-    Examples:
-        >>> import jax.numpy as jnp, fnopt
-        >>> opt = fnopt.rmsprop(0.01, alpha=0.75, eps=0.0)
-        >>> params = jnp.array([1.0])
-        >>> updates, _ = opt.update(jnp.array([3.0]), opt.init(params), params)
-        >>> [round(x, 4) for x in updates.tolist()]  # -0.01 * 3 / sqrt(0.25 * 9)
-        [-0.02]
-    """
-    call = "rmsprop"
-    hp = hypers(call, learning_rate=learning_rate, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
-    check_flag(call, "centered", centered)
-    return with_group_check(hp, _chain(
-        _coupled_decay(call, weight_decay, mask),
-        scale_by_rms(alpha, eps, centered=centered),
-        None if is_zero(momentum) else scale_by_momentum(momentum),
         scale_by_learning_rate(learning_rate),
     ))
 
@@ -482,9 +477,9 @@ def ranger(
     """
     call = "ranger"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, sync_period=sync_period, alpha=alpha, weight_decay=weight_decay)
-    inner = _chain(
+    inner = chain_stages(
         scale_by_radam(b1, b2, eps),
-        _decoupled_decay(call, weight_decay, mask),
+        decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
     return with_group_check(hp, lookahead(inner, sync_period, alpha))
