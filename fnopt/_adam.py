@@ -19,23 +19,38 @@ import optax
 
 from ._base import Hyper, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
-from ._common import compute_dtype, full_like, hypers, may_be_zero, safe_divide, storage_dtype, with_group_check
-from ._elementwise import chain_stages, coupled_decay, decoupled_decay, scale_by_learning_rate
+from ._common import (
+    abs2,
+    compute_dtype,
+    full_like,
+    hypers,
+    may_be_zero,
+    real_dtype,
+    real_zeros_like,
+    safe_divide,
+    moment_dtypes,
+    storage_dtype,
+    with_group_check,
+)
+from ._elementwise import chain_stages, coupled_decay, decoupled_decay, flip_sign, scale_by_learning_rate
 from ._wrappers import lookahead
 
 # -------------------------------------------------------------------- Adam
 
 
-def _moments(coefficients, cd, g, m, v):
+def moments(coefficients, cd, g, m, v):
     """Updated first and second moment EMAs in the arithmetic dtype ``cd``,
-    from ``coefficients = (b1, 1 - b1, b2, 1 - b2, ...)``."""
+    from ``coefficients = (b1, 1 - b1, b2, 1 - b2, ...)`` (:func:`betas`).
+    The second moment is of ``|g|^2``: real for complex gradients."""
     b1, c1, b2, c2 = coefficients[:4]
     g_c = g.astype(cd)
-    return b1 * m.astype(cd) + c1 * g_c, b2 * v.astype(cd) + c2 * (g_c * g_c)
+    return b1 * m.astype(cd) + c1 * g_c, b2 * v.astype(real_dtype(cd)) + c2 * abs2(g_c)
 
 
-def _betas(v, cd):
-    b1, b2 = v["b1"].astype(cd), v["b2"].astype(cd)
+def betas(v, cd):
+    """``(b1, 1 - b1, b2, 1 - b2)``: the first pair in ``cd`` (it scales the
+    gradient), the second in ``cd``'s real dtype (it scales ``|g|^2``)."""
+    b1, b2 = v["b1"].astype(cd), v["b2"].astype(real_dtype(cd))
     return b1, 1 - b1, b2, 1 - b2
 
 
@@ -45,7 +60,8 @@ class ScaleByAdamState(NamedTuple):
     Attributes:
         count: updates applied so far (int32, saturating).
         mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
-        nu: second moment EMA, in the params' dtype.
+        nu: second moment EMA of ``|g|^2``, in ``nu_dtype`` (default: the
+            params' real dtype).
         nu_max: running max of ``nu`` (``amsgrad`` only, else ``None``).
         hyperparams: ``b1``, ``b2``, ``eps`` used by the last update.
     """
@@ -64,6 +80,7 @@ def scale_by_adam(
     *,
     amsgrad: bool = False,
     mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """torch ``Adam``'s direction (without the learning rate).
 
@@ -84,15 +101,18 @@ def scale_by_adam(
         eps: added to the bias-corrected root, >= 0.
         amsgrad: use the running max of the second moment (static).
         mu_dtype: dtype of ``mu`` (default: the params' dtype).
+        nu_dtype: dtype of ``nu`` (default: the params' real dtype; complex
+            params have a real second moment of ``|g|^2``, Optax's convention).
     """
     call = "scale_by_adam"
     hp = hypers(call, b1=b1, b2=b2, eps=eps)
     check_flag(call, "amsgrad", amsgrad)
     mu_dtype = storage_dtype(call, mu_dtype)
+    nu_dtype = storage_dtype(call, nu_dtype, "nu_dtype")
     zero_denominator = may_be_zero(eps)
 
     def init(params):
-        nu = full_like(params)
+        nu = real_zeros_like(params, nu_dtype)
         record = hp.record(zero_count(), params)
         return ScaleByAdamState(zero_count(), full_like(params, 0.0, mu_dtype), nu, nu if amsgrad else None, record)
 
@@ -107,14 +127,15 @@ def scale_by_adam(
             # divide (by the denominator) instead of three divides.
             inv_bc1 = 1 / (1 - v["b1"] ** t)
             inv_bc2_sqrt = jax.lax.rsqrt(1 - v["b2"] ** t)
-            return (*_betas(v, cd), inv_bc1.astype(cd), inv_bc2_sqrt.astype(cd), v["eps"].astype(cd))
+            rd = real_dtype(cd)
+            return (*betas(v, cd), inv_bc1.astype(cd), inv_bc2_sqrt.astype(rd), v["eps"].astype(rd))
 
         def leaf(hv, g, m, v, v_max):
             cd = compute_dtype(g)
             k = coef(hv, cd)
-            m_new, v_new = _moments(k, cd, g, m, v)
+            m_new, v_new = moments(k, cd, g, m, v)
             if amsgrad:
-                v_max_new = jnp.maximum(v_max.astype(cd), v_new)
+                v_max_new = jnp.maximum(v_max.astype(v_new.dtype), v_new)
                 v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
             else:
                 v_used, v_max_out = v_new, v_max
@@ -139,7 +160,8 @@ class ScaleByRAdamState(NamedTuple):
     Attributes:
         count: updates applied so far (int32, saturating).
         mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
-        nu: second moment EMA, in the params' dtype.
+        nu: second moment EMA of ``|g|^2``, in ``nu_dtype`` (default: the
+            params' real dtype).
         hyperparams: ``b1``, ``b2``, ``eps`` used by the last update.
     """
 
@@ -150,7 +172,7 @@ class ScaleByRAdamState(NamedTuple):
 
 
 def scale_by_radam(
-    b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8, *, mu_dtype: Any = None
+    b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8, *, mu_dtype: Any = None, nu_dtype: Any = None
 ) -> optax.GradientTransformationExtraArgs:
     """torch ``RAdam``'s direction (without the learning rate).
 
@@ -173,15 +195,18 @@ def scale_by_radam(
         b2: second moment decay in [0, 1); float, traced array or schedule.
         eps: added to the root of the second moment, >= 0.
         mu_dtype: dtype of ``mu`` (default: the params' dtype).
+        nu_dtype: dtype of ``nu`` (default: the params' real dtype; complex
+            params have a real second moment of ``|g|^2``, Optax's convention).
     """
     call = "scale_by_radam"
     hp = hypers(call, b1=b1, b2=b2, eps=eps)
     mu_dtype = storage_dtype(call, mu_dtype)
+    nu_dtype = storage_dtype(call, nu_dtype, "nu_dtype")
     zero_denominator = may_be_zero(eps)
 
     def init(params):
         record = hp.record(zero_count(), params)
-        return ScaleByRAdamState(zero_count(), full_like(params, 0.0, mu_dtype), full_like(params), record)
+        return ScaleByRAdamState(zero_count(), full_like(params, 0.0, mu_dtype), real_zeros_like(params, nu_dtype), record)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -201,12 +226,12 @@ def scale_by_radam(
             r_t, r_inf = jnp.where(rectify, rho_t, 6.0), jnp.where(rectify, rho_inf, 6.0)
             rect = jnp.sqrt((r_t - 4) * (r_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * r_t))
             scale = jnp.sqrt(bc2) * rect
-            return (*_betas(v, cd), (1 / bc1).astype(cd), scale.astype(cd), v["eps"].astype(cd), rectify)
+            return (*betas(v, cd), (1 / bc1).astype(cd), scale.astype(cd), v["eps"].astype(real_dtype(cd)), rectify)
 
         def leaf(hv, g, m, v):
             cd = compute_dtype(g)
             k = coef(hv, cd)
-            m_new, v_new = _moments(k, cd, g, m, v)
+            m_new, v_new = moments(k, cd, g, m, v)
             c1, sc, e, rectify = k[4:]
             m_hat = m_new * c1
             adaptive = safe_divide(m_hat * sc, jnp.sqrt(v_new) + e, zero_denominator)
@@ -231,6 +256,9 @@ def adam(
     amsgrad: bool = False,
     weight_decay: Hyper = 0.0,
     mask: Any = None,
+    maximize: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Adam: torch ``Adam``.
 
@@ -258,6 +286,11 @@ def adam(
         mask: which leaves get weight decay, Optax's meaning: a pytree of
             bools (a prefix of the params) or a callable ``params -> bools``;
             ``None`` decays every leaf.
+        maximize: ascend the objective instead (torch's ``maximize``): the
+            gradient is negated before anything else.
+        mu_dtype: dtype of the first moment (default: the params' dtype);
+            ``jnp.bfloat16`` halves its memory.
+        nu_dtype: dtype of the second moment (default: the params' real dtype).
 
     Returns:
         ``chain(add_weight_decay, scale_by_adam, scale_by_learning_rate)``;
@@ -286,9 +319,11 @@ def adam(
     call = "adam"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
+    dtypes = moment_dtypes(call, mu_dtype, nu_dtype)
     return with_group_check(hp, chain_stages(
+        flip_sign(call, maximize),
         coupled_decay(call, weight_decay, mask),
-        scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
+        scale_by_adam(b1, b2, eps, amsgrad=amsgrad, **dtypes),
         scale_by_learning_rate(learning_rate),
     ))
 
@@ -302,6 +337,9 @@ def adamw(
     *,
     amsgrad: bool = False,
     mask: Any = None,
+    maximize: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """AdamW, Adam with decoupled weight decay: torch ``AdamW``.
 
@@ -322,6 +360,11 @@ def adamw(
         mask: which leaves get weight decay, Optax's meaning: a pytree of
             bools (a prefix of the params) or a callable ``params -> bools``;
             ``None`` decays every leaf.
+        maximize: ascend the objective instead (torch's ``maximize``): the
+            gradient is negated before anything else.
+        mu_dtype: dtype of the first moment (default: the params' dtype);
+            ``jnp.bfloat16`` halves its memory.
+        nu_dtype: dtype of the second moment (default: the params' real dtype).
         amsgrad: AMSGrad variant (static).
 
     Returns:
@@ -352,8 +395,10 @@ def adamw(
     call = "adamw"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
+    dtypes = moment_dtypes(call, mu_dtype, nu_dtype)
     return with_group_check(hp, chain_stages(
-        scale_by_adam(b1, b2, eps, amsgrad=amsgrad),
+        flip_sign(call, maximize),
+        scale_by_adam(b1, b2, eps, amsgrad=amsgrad, **dtypes),
         decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     ))
@@ -367,6 +412,9 @@ def radam(
     *,
     weight_decay: Hyper = 0.0,
     mask: Any = None,
+    maximize: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Rectified Adam: torch ``RAdam``.
 
@@ -393,6 +441,11 @@ def radam(
         mask: which leaves get weight decay, Optax's meaning: a pytree of
             bools (a prefix of the params) or a callable ``params -> bools``;
             ``None`` decays every leaf.
+        maximize: ascend the objective instead (torch's ``maximize``): the
+            gradient is negated before anything else.
+        mu_dtype: dtype of the first moment (default: the params' dtype);
+            ``jnp.bfloat16`` halves its memory.
+        nu_dtype: dtype of the second moment (default: the params' real dtype).
 
     Returns:
         ``chain(add_weight_decay, scale_by_radam, scale_by_learning_rate)``;
@@ -412,9 +465,11 @@ def radam(
     """
     call = "radam"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    dtypes = moment_dtypes(call, mu_dtype, nu_dtype)
     return with_group_check(hp, chain_stages(
+        flip_sign(call, maximize),
         coupled_decay(call, weight_decay, mask),
-        scale_by_radam(b1, b2, eps),
+        scale_by_radam(b1, b2, eps, **dtypes),
         scale_by_learning_rate(learning_rate),
     ))
 
@@ -429,6 +484,9 @@ def ranger(
     alpha: Hyper = 0.5,
     weight_decay: Hyper = 0.0,
     mask: Any = None,
+    maximize: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Ranger: RAdam inside Lookahead.
 
@@ -452,6 +510,11 @@ def ranger(
         mask: which leaves get weight decay, Optax's meaning: a pytree of
             bools (a prefix of the params) or a callable ``params -> bools``;
             ``None`` decays every leaf.
+        maximize: ascend the objective instead (torch's ``maximize``): the
+            gradient is negated before anything else.
+        mu_dtype: dtype of the first moment (default: the params' dtype);
+            ``jnp.bfloat16`` halves its memory.
+        nu_dtype: dtype of the second moment (default: the params' real dtype).
 
     Returns:
         ``lookahead(chain(scale_by_radam, add_decayed_weights,
@@ -477,8 +540,10 @@ def ranger(
     """
     call = "ranger"
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, sync_period=sync_period, alpha=alpha, weight_decay=weight_decay)
+    dtypes = moment_dtypes(call, mu_dtype, nu_dtype)
     inner = chain_stages(
-        scale_by_radam(b1, b2, eps),
+        flip_sign(call, maximize),
+        scale_by_radam(b1, b2, eps, **dtypes),
         decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

@@ -82,6 +82,12 @@ def compute_dtype(x: jax.Array) -> jnp.dtype:
     return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
 
 
+def moment_dtypes(call: str, mu_dtype: Any, nu_dtype: Any) -> dict[str, Any]:
+    """An alias's ``mu_dtype`` / ``nu_dtype``, validated under its name, as
+    keyword arguments for its primitive."""
+    return {"mu_dtype": storage_dtype(call, mu_dtype), "nu_dtype": storage_dtype(call, nu_dtype, "nu_dtype")}
+
+
 def storage_dtype(call: str, dtype: Any, name: str = "mu_dtype") -> Any:
     """A user-requested state dtype (argument ``name``, e.g. ``mu_dtype``),
     validated and canonicalized (float64 -> float32 without x64)."""
@@ -165,8 +171,9 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array, may_vanish: bool) 
     elementwise op, so it is only emitted when ``may_vanish`` (the
     transform's ``eps`` may be 0)."""
     if not may_vanish:
-        return numerator / denominator
-    return jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1), 0)
+        return numerator / denominator.astype(numerator.dtype)
+    safe = jnp.where(denominator > 0, denominator, 1).astype(numerator.dtype)
+    return jnp.where(denominator > 0, numerator / safe, 0)
 
 
 def with_group_check(hp: Hypers, tx: Any) -> Any:
@@ -182,3 +189,23 @@ def with_group_check(hp: Hypers, tx: Any) -> Any:
         return tx.init(params)
 
     return optax.GradientTransformationExtraArgs(init, tx.update)
+
+
+def abs2(x: jax.Array) -> jax.Array:
+    """``|x|^2``, real: ``x * x`` for real arrays, ``re^2 + im^2`` for complex
+    ones (Optax's convention for the second moments of complex params)."""
+    if jnp.iscomplexobj(x):
+        return jnp.square(x.real) + jnp.square(x.imag)
+    return x * x
+
+
+def real_dtype(x: jax.Array) -> jnp.dtype:
+    """The dtype of ``|x|^2``: ``x``'s dtype, or its real part's for complex."""
+    dtype = jnp.dtype(jnp.result_type(x))
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def real_zeros_like(tree: Any, dtype: Any = None) -> Any:
+    """Second-moment buffers: zeros shaped like each leaf, in ``dtype`` or
+    the leaf's real dtype (a complex param has a real second moment)."""
+    return jax.tree.map(lambda x: fill_like(x, 0.0, dtype or real_dtype(x)), tree)

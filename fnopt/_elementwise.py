@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._base import Hyper, Hypers, Resolved, next_count, per_group, zero_count
-from ._checks import ArgumentTypeError, as_float
-from ._common import compute_dtype, hypers, is_zero, packed_leaves, require_params
+from ._base import Hyper, Hypers, Resolved, check_shapes, next_count, per_group, zero_count
+from ._checks import ArgumentTypeError, as_float, check_flag
+from ._common import abs2, compute_dtype, hypers, is_zero, packed_leaves, require_params
 
 
 class RecordState(NamedTuple):
@@ -174,7 +174,7 @@ def scaled_global_norm(updates: optax.Updates, axis_name: str | None = None) -> 
         squares = as_float(0.0)
         for g in leaves:
             x = g if scale is None else g * jnp.asarray(scale, g.dtype)
-            squares = squares + as_float(jnp.sum(x * x))
+            squares = squares + as_float(jnp.sum(abs2(x)))
         return squares if axis_name is None else jax.lax.psum(squares, axis_name)
 
     squares = sum_squares()
@@ -232,6 +232,26 @@ def clip_by_global_norm(
 
 
 # ---------------------------------------------- stages the aliases share
+
+
+def flip_sign(call: str, maximize: bool):
+    """torch's ``maximize=True``: the gradient is negated first (before any
+    weight decay is added), or ``None``."""
+    check_flag(call, "maximize", maximize)
+    if not maximize:
+        return None
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is not None:
+            check_shapes(call, updates, params)
+        return jax.tree.map(jnp.negative, updates), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def chain_stages(*stages) -> optax.GradientTransformationExtraArgs:

@@ -11,7 +11,7 @@ import optax
 
 from ._base import Hyper, next_count, per_group, zero_count
 from ._common import check_nesterov, compute_dtype, full_like, hypers, is_zero, storage_dtype, with_group_check
-from ._elementwise import chain_stages, coupled_decay, scale_by_learning_rate
+from ._elementwise import chain_stages, coupled_decay, flip_sign, scale_by_learning_rate
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -111,6 +111,8 @@ def sgd(
     dampening: Hyper = 0.0,
     weight_decay: Hyper = 0.0,
     mask: Any = None,
+    maximize: bool = False,
+    mu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Stochastic gradient descent with momentum: torch ``SGD``.
 
@@ -135,6 +137,9 @@ def sgd(
         mask: which leaves get weight decay, Optax's meaning: a pytree of
             bools (a prefix of the params) or a callable ``params -> bools``;
             ``None`` decays every leaf.
+        maximize: ascend the objective instead (torch's ``maximize``): the
+            gradient is negated before anything else.
+        mu_dtype: dtype of the momentum buffer (default: the params' dtype).
 
     Returns:
         ``chain(add_weight_decay, scale_by_momentum, scale_by_learning_rate)``
@@ -171,8 +176,10 @@ def sgd(
     hp = hypers(call, learning_rate=learning_rate, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
     check_nesterov(call, nesterov, momentum, dampening)
     with_momentum = not is_zero(momentum)
+    mu_dtype = storage_dtype(call, mu_dtype)
     return with_group_check(hp, chain_stages(
+        flip_sign(call, maximize),
         coupled_decay(call, weight_decay, mask),
-        scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening) if with_momentum else None,
+        scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening, mu_dtype=mu_dtype) if with_momentum else None,
         scale_by_learning_rate(learning_rate),
     ))

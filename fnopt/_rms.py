@@ -19,8 +19,22 @@ import optax
 
 from ._base import Hyper, next_count, per_group, zero_count
 from ._checks import check_flag
-from ._common import compute_dtype, fill_like, full_like, hypers, is_zero, may_be_zero, safe_divide, with_group_check
-from ._elementwise import chain_stages, coupled_decay, scale_by_learning_rate
+from ._common import (
+    abs2,
+    compute_dtype,
+    fill_like,
+    full_like,
+    hypers,
+    is_zero,
+    may_be_zero,
+    real_dtype,
+    real_zeros_like,
+    safe_divide,
+    moment_dtypes,
+    storage_dtype,
+    with_group_check,
+)
+from ._elementwise import chain_stages, coupled_decay, flip_sign, scale_by_learning_rate
 from ._momentum import scale_by_momentum
 
 # ----------------------------------------------------------------- Adagrad
@@ -41,7 +55,7 @@ class ScaleByAdagradState(NamedTuple):
 
 
 def scale_by_adagrad(
-    initial_accumulator_value: Hyper = 0.0, eps: Hyper = 1e-10
+    initial_accumulator_value: Hyper = 0.0, eps: Hyper = 1e-10, *, nu_dtype: Any = None
 ) -> optax.GradientTransformationExtraArgs:
     """torch ``Adagrad``'s scaling: ``s_t = s_{t-1} + g_t^2``, update
     ``g_t / (sqrt(s_t) + eps)`` with ``s_{-1} = initial_accumulator_value``.
@@ -53,8 +67,11 @@ def scale_by_adagrad(
         initial_accumulator_value: starting value of the sum, >= 0 (a
             schedule is evaluated at step 0).
         eps: added to the root, >= 0.
+        nu_dtype: dtype of the sum (default: the params' real dtype; a
+            complex param accumulates ``|g|^2``).
     """
     call = "scale_by_adagrad"
+    nu_dtype = storage_dtype(call, nu_dtype, "nu_dtype")
     hp = hypers(call, initial_accumulator_value=initial_accumulator_value, eps=eps)
     zero_denominator = may_be_zero(initial_accumulator_value) and may_be_zero(eps)
 
@@ -62,7 +79,9 @@ def scale_by_adagrad(
         start = hp.at(zero_count(), params)
         # The accumulator of each group starts at its own value (a schedule
         # is read at step 0).
-        sums = start.map(lambda v, p: fill_like(p, v["initial_accumulator_value"]), None, params)
+        sums = start.map(
+            lambda v, p: fill_like(p, v["initial_accumulator_value"], nu_dtype or real_dtype(p)), None, params
+        )
         return ScaleByAdagradState(zero_count(), sums, start.record)
 
     def update(updates, state, params=None, **extra_args):
@@ -72,8 +91,8 @@ def scale_by_adagrad(
         def leaf(v, g, s):
             cd = compute_dtype(g)
             g_c = g.astype(cd)
-            s_new = s.astype(cd) + g_c * g_c
-            out = safe_divide(g_c, jnp.sqrt(s_new) + v["eps"].astype(cd), zero_denominator)
+            s_new = s.astype(real_dtype(cd)) + abs2(g_c)
+            out = safe_divide(g_c, jnp.sqrt(s_new) + v["eps"].astype(real_dtype(cd)), zero_denominator)
             return out.astype(g.dtype), s_new.astype(s.dtype)
 
         out, sums = h.map(leaf, 2, updates, state.sum_of_squares, params=params)
@@ -105,7 +124,7 @@ class ScaleByRmsState(NamedTuple):
 
 
 def scale_by_rms(
-    alpha: Hyper = 0.99, eps: Hyper = 1e-8, *, centered: bool = False
+    alpha: Hyper = 0.99, eps: Hyper = 1e-8, *, centered: bool = False, mu_dtype: Any = None, nu_dtype: Any = None
 ) -> optax.GradientTransformationExtraArgs:
     """torch ``RMSprop``'s denominator: ``v_t = alpha v_{t-1} + (1 - alpha) g_t^2``
     (``v_{-1} = 0``), update ``g_t / (sqrt(v_t) + eps)``.
@@ -119,15 +138,21 @@ def scale_by_rms(
         eps: added to the root, >= 0 (outside the square root, as torch;
             Optax's ``rmsprop(eps_in_sqrt=False)`` is the same).
         centered: normalize by the estimated variance (static).
+        mu_dtype: dtype of the gradient average (``centered``; default: the
+            params' dtype).
+        nu_dtype: dtype of the squared-gradient average (default: the
+            params' real dtype; a complex param averages ``|g|^2``).
     """
     call = "scale_by_rms"
+    mu_dtype = storage_dtype(call, mu_dtype)
+    nu_dtype = storage_dtype(call, nu_dtype, "nu_dtype")
     hp = hypers(call, alpha=alpha, eps=eps)
     check_flag(call, "centered", centered)
     zero_denominator = may_be_zero(eps)
 
     def init(params):
-        grad_avg = full_like(params) if centered else None
-        return ScaleByRmsState(zero_count(), full_like(params), grad_avg, hp.record(zero_count(), params))
+        grad_avg = full_like(params, 0.0, mu_dtype) if centered else None
+        return ScaleByRmsState(zero_count(), real_zeros_like(params, nu_dtype), grad_avg, hp.record(zero_count(), params))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -135,17 +160,17 @@ def scale_by_rms(
 
         @per_group
         def coef(v, cd):
-            a = v["alpha"].astype(cd)
-            return a, 1 - a, v["eps"].astype(cd)
+            a, a_r = v["alpha"].astype(cd), v["alpha"].astype(real_dtype(cd))
+            return a, 1 - a, a_r, 1 - a_r, v["eps"].astype(real_dtype(cd))
 
         def leaf(v, g, sq, ga):
             cd = compute_dtype(g)
-            a, c, e = coef(v, cd)
+            a, c, a_r, c_r, e = coef(v, cd)
             g_c = g.astype(cd)
-            sq_new = a * sq.astype(cd) + c * (g_c * g_c)
+            sq_new = a_r * sq.astype(real_dtype(cd)) + c_r * abs2(g_c)
             if centered:
                 ga_new = a * ga.astype(cd) + c * g_c
-                var = jnp.maximum(sq_new - ga_new * ga_new, 0)
+                var = jnp.maximum(sq_new - abs2(ga_new), 0)
                 ga_out = ga_new.astype(ga.dtype)
             else:
                 var, ga_out = sq_new, ga
@@ -170,6 +195,8 @@ def adagrad(
     *,
     weight_decay: Hyper = 0.0,
     mask: Any = None,
+    maximize: bool = False,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Adagrad: torch ``Adagrad``.
 
@@ -190,6 +217,9 @@ def adagrad(
         mask: which leaves get weight decay, Optax's meaning: a pytree of
             bools (a prefix of the params) or a callable ``params -> bools``;
             ``None`` decays every leaf.
+        maximize: ascend the objective instead (torch's ``maximize``): the
+            gradient is negated before anything else.
+        nu_dtype: dtype of the sum of squares (default: the params' real dtype).
 
     Returns:
         ``chain(add_weight_decay, scale_by_adagrad, scale_by_learning_rate)``;
@@ -210,9 +240,11 @@ def adagrad(
     """
     call = "adagrad"
     hp = hypers(call, learning_rate=learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps, weight_decay=weight_decay)
+    nu_dtype = storage_dtype(call, nu_dtype, "nu_dtype")
     return with_group_check(hp, chain_stages(
+        flip_sign(call, maximize),
         coupled_decay(call, weight_decay, mask),
-        scale_by_adagrad(initial_accumulator_value, eps),
+        scale_by_adagrad(initial_accumulator_value, eps, nu_dtype=nu_dtype),
         scale_by_learning_rate(learning_rate),
     ))
 
@@ -226,6 +258,9 @@ def rmsprop(
     centered: bool = False,
     weight_decay: Hyper = 0.0,
     mask: Any = None,
+    maximize: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """RMSprop: torch ``RMSprop``, with optional momentum and centering.
 
@@ -250,6 +285,12 @@ def rmsprop(
         mask: which leaves get weight decay, Optax's meaning: a pytree of
             bools (a prefix of the params) or a callable ``params -> bools``;
             ``None`` decays every leaf.
+        maximize: ascend the objective instead (torch's ``maximize``): the
+            gradient is negated before anything else.
+        mu_dtype: dtype of the momentum buffer and (``centered``) the
+            gradient average (default: the params' dtype).
+        nu_dtype: dtype of the squared-gradient average (default: the
+            params' real dtype).
 
     Returns:
         ``chain(add_weight_decay, scale_by_rms, scale_by_momentum,
@@ -271,9 +312,11 @@ def rmsprop(
     call = "rmsprop"
     hp = hypers(call, learning_rate=learning_rate, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
     check_flag(call, "centered", centered)
+    dtypes = moment_dtypes(call, mu_dtype, nu_dtype)
     return with_group_check(hp, chain_stages(
+        flip_sign(call, maximize),
         coupled_decay(call, weight_decay, mask),
-        scale_by_rms(alpha, eps, centered=centered),
-        None if is_zero(momentum) else scale_by_momentum(momentum),
+        scale_by_rms(alpha, eps, centered=centered, **dtypes),
+        None if is_zero(momentum) else scale_by_momentum(momentum, mu_dtype=dtypes["mu_dtype"]),
         scale_by_learning_rate(learning_rate),
     ))

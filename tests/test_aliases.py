@@ -90,7 +90,7 @@ def test_signatures():
     # torch 2.13: SGD's lr defaults to 1e-3.
     assert str(inspect.signature(fnopt.sgd)).startswith("(learning_rate: 'Hyper' = 0.001, momentum: 'Hyper' = 0.0, *, nesterov")
     assert list(inspect.signature(fnopt.adamw).parameters) == [
-        "learning_rate", "b1", "b2", "eps", "weight_decay", "amsgrad", "mask"
+        "learning_rate", "b1", "b2", "eps", "weight_decay", "amsgrad", "mask", "maximize", "mu_dtype", "nu_dtype"
     ]
     for alias in (fnopt.sgd, fnopt.adam, fnopt.adamw, fnopt.radam, fnopt.adagrad, fnopt.rmsprop, fnopt.ranger):
         assert inspect.signature(alias).parameters["mask"].kind is inspect.Parameter.KEYWORD_ONLY, alias
