@@ -17,6 +17,7 @@ from ._lr_find import lr_find as lr_find
 from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
+from ._report import start_cooldown as start_cooldown
 
 __version__ = "0.1.0"
 
@@ -36,5 +37,6 @@ __all__ = [
     "schedules",
     "sgd",
     "should_stop",
+    "start_cooldown",
     "transforms",
 ]

@@ -18,6 +18,9 @@ from ._adaptive import scale_by_adagrad as scale_by_adagrad
 from ._adaptive import scale_by_adam as scale_by_adam
 from ._adaptive import scale_by_radam as scale_by_radam
 from ._adaptive import scale_by_rms as scale_by_rms
+from ._cooldown import CooldownState as CooldownState
+from ._cooldown import CooldownTrigger as CooldownTrigger
+from ._cooldown import cooldown as cooldown
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
 from ._elementwise import add_weight_decay as add_weight_decay
@@ -35,6 +38,8 @@ from ._wrappers import lookahead as lookahead
 from ._wrappers import skip_nonfinite as skip_nonfinite
 
 __all__ = [
+    "CooldownState",
+    "CooldownTrigger",
     "EarlyStoppingState",
     "LookaheadState",
     "RecordState",
@@ -48,6 +53,7 @@ __all__ = [
     "add_decayed_weights",
     "add_weight_decay",
     "clip_by_global_norm",
+    "cooldown",
     "early_stopping",
     "lookahead",
     "reduce_on_plateau",
