@@ -18,6 +18,9 @@ from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
 from ._report import start_cooldown as start_cooldown
+from ._schedule_free import schedule_free_adamw as schedule_free_adamw
+from ._schedule_free import schedule_free_eval_params as schedule_free_eval_params
+from ._schedule_free import schedule_free_sgd as schedule_free_sgd
 
 __version__ = "0.1.0"
 
@@ -34,6 +37,9 @@ __all__ = [
     "ranger",
     "report",
     "rmsprop",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "schedules",
     "sgd",
     "should_stop",

@@ -30,6 +30,8 @@ from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
+from ._schedule_free import ScheduleFreeState as ScheduleFreeState
+from ._schedule_free import schedule_free as schedule_free
 from ._stopping import EarlyStoppingState as EarlyStoppingState
 from ._stopping import early_stopping as early_stopping
 from ._wrappers import LookaheadState as LookaheadState
@@ -49,6 +51,7 @@ __all__ = [
     "ScaleByMomentumState",
     "ScaleByRAdamState",
     "ScaleByRmsState",
+    "ScheduleFreeState",
     "SkipNonfiniteState",
     "add_decayed_weights",
     "add_weight_decay",
@@ -63,5 +66,6 @@ __all__ = [
     "scale_by_momentum",
     "scale_by_radam",
     "scale_by_rms",
+    "schedule_free",
     "skip_nonfinite",
 ]
