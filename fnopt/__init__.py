@@ -14,6 +14,7 @@ from ._aliases import rmsprop as rmsprop
 from ._aliases import sgd as sgd
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
+from ._prodigy import prodigy as prodigy
 from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
@@ -33,6 +34,7 @@ __all__ = [
     "chain",
     "hyperparams",
     "lr_find",
+    "prodigy",
     "radam",
     "ranger",
     "report",

@@ -26,6 +26,10 @@ from ._stopping import EarlyStoppingState, observe_stopping
 
 # Record names that scale the learning rate of every group in their scope.
 SCALE_NAMES = ("plateau_scale", "cooldown_scale")
+# Step sizes learned by learning-rate-free methods (Prodigy's ``d``): the
+# learning rate acts as a multiplier of them, so they multiply it exactly
+# like a scale. A new LR-free method records its estimate under one of these.
+LR_ESTIMATE_NAMES = ("d",)
 
 
 def _variable_type() -> type | None:
@@ -236,7 +240,7 @@ class _Collector:
 
     def add(self, scope: tuple, name: str, value: jax.Array) -> None:
         self.records.append((scope, name, value))
-        if name in SCALE_NAMES:
+        if name in SCALE_NAMES or name in LR_ESTIMATE_NAMES:
             self.scales.append((scope, value))
 
     def visit(self, node: Any, scope: tuple = ()) -> None:
@@ -288,7 +292,9 @@ def hyperparams(opt_state: Any) -> dict[str, jax.Array]:
       of an fnopt optimizer each name appears once.
 
     Effective learning rate: for every learning rate (per group), the
-    learning rate times every plateau / cooldown scale acting on it, named
+    learning rate times every plateau / cooldown scale acting on it (and
+    the step size ``d`` a learning-rate-free method such as
+    :func:`fnopt.prodigy` has learned, which the learning rate multiplies), named
     ``"<group>/effective_learning_rate"`` (``"effective_learning_rate"``
     without groups): a scale inside a ``partition`` group acts on that
     group only, one outside acts on all. Optax's

@@ -30,6 +30,8 @@ from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
+from ._prodigy import ScaleByProdigyState as ScaleByProdigyState
+from ._prodigy import scale_by_prodigy as scale_by_prodigy
 from ._schedule_free import ScheduleFreeState as ScheduleFreeState
 from ._schedule_free import schedule_free as schedule_free
 from ._stopping import EarlyStoppingState as EarlyStoppingState
@@ -49,6 +51,7 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByMomentumState",
+    "ScaleByProdigyState",
     "ScaleByRAdamState",
     "ScaleByRmsState",
     "ScheduleFreeState",
@@ -64,6 +67,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_momentum",
+    "scale_by_prodigy",
     "scale_by_radam",
     "scale_by_rms",
     "schedule_free",
