@@ -19,10 +19,11 @@ NOISE = [jax.tree.map(lambda p: jnp.asarray(0.1 * RNG.normal(size=p.shape), jnp.
 
 def grad(p, k):
     """A noisy quadratic's gradient: well conditioned, so rounding is not amplified."""
-    return jax.tree.map(lambda x, c, n: c * x + n, p, CURV, NOISE[k])
+    return jax.tree.map(lambda x, c, n: c.astype(x.dtype) * x + n.astype(x.dtype), p, CURV, NOISE[k])
 
 
 def trajectory(opt, eval_params, params=PARAMS, steps=30):
+    params = jax.tree.map(lambda x: x.astype(jnp.result_type(float)), params)  # float64 under x64
     p, s, out = params, opt.init(params), []
     for k in range(steps):
         u, s = opt.update(grad(p, k), s, p)
@@ -69,6 +70,21 @@ def test_adamw_equals_optax_step_for_step(kw):
     want, _ = optax_trajectory(optax.contrib.schedule_free_adamw(**kw))
     got, _ = trajectory(fnopt.schedule_free_adamw(**kw), fnopt.schedule_free_eval_params)
     assert_trajectories_close(got, want)
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [(fnopt.schedule_free_sgd, optax.contrib.schedule_free_sgd), (fnopt.schedule_free_adamw, optax.contrib.schedule_free_adamw)],
+    ids=["sgd", "adamw"],
+)
+def test_equal_to_optax_to_float64_rounding(ours, theirs):
+    # (no warmup_steps: Optax's warmup schedule returns float32 even under x64)
+    kw = {"learning_rate": 0.05, "weight_decay": 0.01, "b1": 0.8, "weight_lr_power": 1.5}
+    with jax.enable_x64(True):
+        want, _ = optax_trajectory(theirs(**kw))
+        got, _ = trajectory(ours(**kw), fnopt.schedule_free_eval_params)
+        assert got[-1][0]["w"].dtype == jnp.float64
+        assert_trajectories_close(got, want, rtol=1e-12, atol=1e-14)
 
 
 def test_scheduled_learning_rate_equals_optax():
