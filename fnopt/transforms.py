@@ -19,7 +19,6 @@ from ._adaptive import scale_by_adam as scale_by_adam
 from ._adaptive import scale_by_radam as scale_by_radam
 from ._adaptive import scale_by_rms as scale_by_rms
 from ._cooldown import CooldownState as CooldownState
-from ._cooldown import CooldownTrigger as CooldownTrigger
 from ._cooldown import cooldown as cooldown
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
@@ -43,7 +42,6 @@ from ._wrappers import skip_nonfinite as skip_nonfinite
 
 __all__ = [
     "CooldownState",
-    "CooldownTrigger",
     "EarlyStoppingState",
     "LookaheadState",
     "RecordState",
