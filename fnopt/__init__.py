@@ -14,9 +14,14 @@ from ._rms import rmsprop as rmsprop
 from ._momentum import sgd as sgd
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
+from ._prodigy import prodigy as prodigy
 from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
+from ._report import start_cooldown as start_cooldown
+from ._schedule_free import schedule_free_adamw as schedule_free_adamw
+from ._schedule_free import schedule_free_eval_params as schedule_free_eval_params
+from ._schedule_free import schedule_free_sgd as schedule_free_sgd
 
 __version__ = "0.1.0"
 
@@ -29,12 +34,17 @@ __all__ = [
     "chain",
     "hyperparams",
     "lr_find",
+    "prodigy",
     "radam",
     "ranger",
     "report",
     "rmsprop",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "schedules",
     "sgd",
     "should_stop",
+    "start_cooldown",
     "transforms",
 ]

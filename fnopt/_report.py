@@ -20,11 +20,16 @@ import jax
 import jax.numpy as jnp
 
 from ._base import map_records
+from ._cooldown import CooldownState, begin, observe_cooldown
 from ._plateau import ReduceOnPlateauState, as_metric, observe_plateau
 from ._stopping import EarlyStoppingState, observe_stopping
 
 # Record names that scale the learning rate of every group in their scope.
 SCALE_NAMES = ("plateau_scale", "cooldown_scale")
+# Step sizes learned by learning-rate-free methods (Prodigy's ``d``): the
+# learning rate acts as a multiplier of them, so they multiply it exactly
+# like a scale. A new LR-free method records its estimate under one of these.
+LR_ESTIMATE_NAMES = ("d",)
 
 
 def _variable_type() -> type | None:
@@ -70,14 +75,15 @@ def plain_state(obj: Any) -> Any:
 
 
 def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
-    """Feeds one observation of a metric to every plateau and early-stopping
-    state inside ``opt_state``.
+    """Feeds one observation of a metric to every plateau, early-stopping and
+    plateau-triggered cooldown state inside ``opt_state``.
 
     Typically the validation loss at the end of an epoch. Each
-    :func:`~fnopt.transforms.reduce_on_plateau` and
-    :func:`~fnopt.transforms.early_stopping` state found at any depth of
-    ``chain``s and wrappers takes ``value`` as one observation, at once (their
-    ``window`` only applies to ``value=`` passed to ``update``). Nothing else
+    :func:`~fnopt.transforms.reduce_on_plateau`,
+    :func:`~fnopt.transforms.early_stopping` and
+    :func:`~fnopt.transforms.cooldown` (with ``patience``) state found at any
+    depth of ``chain``s and wrappers takes ``value`` as one observation, at
+    once (their ``window`` only applies to ``value=`` passed to ``update``). Nothing else
     in the state changes. Pure and jittable; ``value`` may be traced, and
     under ``vmap`` each member decides on its own.
 
@@ -96,7 +102,8 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
         The new optimizer state (or train state), of the same structure.
 
     Raises:
-        ValueError: when ``opt_state`` holds no plateau or early-stopping state.
+        ValueError: when ``opt_state`` holds no plateau, early-stopping or
+            ``cooldown(patience=...)`` state.
 
     Examples:
         >>> import jax.numpy as jnp, optax, fnopt
@@ -108,16 +115,28 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
         0.1
     """
     value = as_metric("report(opt_state, value)", value, axis_name)
+
+    def observe(state):
+        new, plateaus = map_records(state, ReduceOnPlateauState, lambda s: observe_plateau(s, value))
+        new, stoppers = map_records(new, EarlyStoppingState, lambda s: observe_stopping(s, value))
+        new, _ = map_records(new, CooldownState, lambda s: observe_cooldown(s, value))
+        if plateaus + stoppers == 0 and not _automatic_cooldowns(new):
+            raise ValueError(
+                "`report(opt_state, ...)`: `opt_state` holds no `reduce_on_plateau`, "
+                "`early_stopping` or `cooldown(patience=...)` state"
+            )
+        return new
+
+    return _rewrite(opt_state, observe)
+
+
+def _rewrite(opt_state: Any, fn: Any) -> Any:
+    """``fn(plain_state)`` put back where ``opt_state`` came from: a new
+    Linen ``TrainState``, an NNX optimizer (or its state) updated in place,
+    or the new plain state."""
     if _is_train_state(opt_state) and not _is_nnx_optimizer(opt_state):
-        return opt_state.replace(opt_state=report(opt_state.opt_state, value))
-    state = plain_state(opt_state)
-    new, plateaus = map_records(state, ReduceOnPlateauState, lambda s: observe_plateau(s, value))
-    new, stoppers = map_records(new, EarlyStoppingState, lambda s: observe_stopping(s, value))
-    if plateaus + stoppers == 0:
-        raise ValueError(
-            "`report(opt_state, ...)`: `opt_state` holds no `reduce_on_plateau` or "
-            "`early_stopping` state"
-        )
+        return opt_state.replace(opt_state=_rewrite(opt_state.opt_state, fn))
+    new = fn(plain_state(opt_state))
     variables = _variables(_opt_state(opt_state))
     if not variables:
         return new
@@ -125,6 +144,49 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
     for var, leaf in zip(variables, jax.tree.leaves(new)):
         var.set_value(leaf)
     return opt_state
+
+
+# ------------------------------------------------ cooldown (issue 12)
+
+
+def _automatic_cooldowns(state: Any) -> int:
+    """How many plateau-triggered cooldown states ``state`` holds."""
+    found = []
+    map_records(state, CooldownState, lambda s: found.append(s.trigger is not None) or s)
+    return sum(found)
+
+
+def start_cooldown(opt_state: Any) -> Any:
+    """Starts every :func:`~fnopt.transforms.cooldown` inside ``opt_state``:
+    the next update is the first cooldown update. A cooldown that has
+    already started is left as it is (it is never restarted).
+
+    Pure and jittable; accepts what :func:`report` accepts (a plain state at
+    any depth of ``chain``s and wrappers, a Linen ``TrainState``, an
+    ``nnx.Optimizer`` or its state). Under ``vmap``, select per member, e.g.
+    ``jax.tree.map(lambda a, b: jnp.where(go, a, b), start_cooldown(s), s)``.
+
+    Returns:
+        The new optimizer state (or train state), of the same structure.
+
+    Raises:
+        ValueError: when ``opt_state`` holds no cooldown state.
+
+    Examples:
+        >>> import jax.numpy as jnp, fnopt
+        >>> tx = fnopt.chain(fnopt.sgd(0.1), fnopt.transforms.cooldown(100))
+        >>> state = fnopt.start_cooldown(tx.init(jnp.zeros(2)))
+        >>> int(state[1].start)
+        0
+    """
+
+    def start(state):
+        new, found = map_records(state, CooldownState, begin)
+        if not found:
+            raise ValueError("`start_cooldown(opt_state)`: `opt_state` holds no `cooldown` state")
+        return new
+
+    return _rewrite(opt_state, start)
 
 
 def should_stop(opt_state: Any) -> jax.Array:
@@ -178,7 +240,7 @@ class _Collector:
 
     def add(self, scope: tuple, name: str, value: jax.Array) -> None:
         self.records.append((scope, name, value))
-        if name in SCALE_NAMES:
+        if name in SCALE_NAMES or name in LR_ESTIMATE_NAMES:
             self.scales.append((scope, value))
 
     def visit(self, node: Any, scope: tuple = ()) -> None:
@@ -230,7 +292,9 @@ def hyperparams(opt_state: Any) -> dict[str, jax.Array]:
       of an fnopt optimizer each name appears once.
 
     Effective learning rate: for every learning rate (per group), the
-    learning rate times every plateau / cooldown scale acting on it, named
+    learning rate times every plateau / cooldown scale acting on it (and
+    the step size ``d`` a learning-rate-free method such as
+    :func:`fnopt.prodigy` has learned, which the learning rate multiplies), named
     ``"<group>/effective_learning_rate"`` (``"effective_learning_rate"``
     without groups): a scale inside a ``partition`` group acts on that
     group only, one outside acts on all. Optax's
@@ -247,7 +311,7 @@ def hyperparams(opt_state: Any) -> dict[str, jax.Array]:
         ['dampening', 'effective_learning_rate', 'learning_rate', 'momentum']
         >>> opt = fnopt.adamw({"backbone": 1e-4, "head": 1e-3})
         >>> hp = fnopt.hyperparams(opt.init({"backbone": jnp.zeros(3), "head": jnp.zeros(2)}))
-        >>> float(hp["head/effective_learning_rate"])
+        >>> round(float(hp["head/effective_learning_rate"]), 6)
         0.001
     """
     collector = _Collector()

@@ -20,6 +20,8 @@ from ._rms import scale_by_adagrad as scale_by_adagrad
 from ._adam import scale_by_adam as scale_by_adam
 from ._adam import scale_by_radam as scale_by_radam
 from ._rms import scale_by_rms as scale_by_rms
+from ._cooldown import CooldownState as CooldownState
+from ._cooldown import cooldown as cooldown
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
 from ._elementwise import add_weight_decay as add_weight_decay
@@ -29,6 +31,10 @@ from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
+from ._prodigy import ScaleByProdigyState as ScaleByProdigyState
+from ._prodigy import scale_by_prodigy as scale_by_prodigy
+from ._schedule_free import ScheduleFreeState as ScheduleFreeState
+from ._schedule_free import schedule_free as schedule_free
 from ._stopping import EarlyStoppingState as EarlyStoppingState
 from ._stopping import early_stopping as early_stopping
 from ._wrappers import LookaheadState as LookaheadState
@@ -38,6 +44,7 @@ from ._wrappers import skip_nonfinite as skip_nonfinite
 
 __all__ = [
     "AccumulateGradientsState",
+    "CooldownState",
     "EarlyStoppingState",
     "LookaheadState",
     "RecordState",
@@ -45,13 +52,16 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByMomentumState",
+    "ScaleByProdigyState",
     "ScaleByRAdamState",
     "ScaleByRmsState",
+    "ScheduleFreeState",
     "SkipNonfiniteState",
     "accumulate_gradients",
     "add_decayed_weights",
     "add_weight_decay",
     "clip_by_global_norm",
+    "cooldown",
     "early_stopping",
     "lookahead",
     "reduce_on_plateau",
@@ -59,7 +69,9 @@ __all__ = [
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_momentum",
+    "scale_by_prodigy",
     "scale_by_radam",
     "scale_by_rms",
+    "schedule_free",
     "skip_nonfinite",
 ]

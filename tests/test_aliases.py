@@ -25,6 +25,12 @@ TABLE = {
     "rmsprop": (lambda: fnopt.rmsprop(3e-4, momentum=0.9), 3000),
     "rmsprop-centered": (lambda: fnopt.rmsprop(3e-4, momentum=0.9, centered=True), 5000),
     "ranger": (lambda: fnopt.ranger(5e-3), 10000),
+    # Schedule-free: the params y trail the average x by the early steps'
+    # weight; the reference code's r=2 weights them down (O(1/T^3)).
+    "schedule_free_sgd": (lambda: fnopt.schedule_free_sgd(2e-3, warmup_steps=100, r=2.0), 20000),
+    "schedule_free_adamw": (lambda: fnopt.schedule_free_adamw(1e-2, warmup_steps=100, r=2.0), 10000),
+    # Prodigy learns the step size; the LR is its schedule (peak 1).
+    "prodigy": (lambda: fnopt.prodigy(fnopt.schedules.cosine_decay(1.0, 5000)), 5000),
 }
 
 

@@ -339,6 +339,19 @@ SCHEDULES: dict[str, Spec] = {
     ),
 }
 
+SF_B1 = num(0.0, 1.0, lo_open=True, valid=reals(0.05, 1.0))
+PRODIGY = {
+    "learning_rate": LR,
+    "b1": BETA,
+    "b2": BETA,
+    "beta3": Arg(st.one_of(st.none(), reals(0.0, 1.0, exclude_max=True)), no_none(outside(0.0, 1.0, hi_open=True))),
+    "eps": EPS,
+    "estim_lr0": num(0.0, lo_open=True, valid=reals(1e-8, 1.0)),
+    "estim_lr_coef": num(0.0, lo_open=True, valid=reals(1e-3, 10.0)),
+    "weight_decay": NONNEG,
+    "safeguard_warmup": flag(),
+}
+
 TRANSFORMS: dict[str, Spec] = {
     "accumulate_gradients": Spec(
         T.accumulate_gradients,
@@ -412,6 +425,38 @@ TRANSFORMS: dict[str, Spec] = {
             "window": int_count(1),
         },
     ),
+    "cooldown": Spec(
+        T.cooldown,
+        {
+            "decay_steps": Arg(counts(1e-3, INT32_MAX), outside(0.0, lo_open=True), required=True),
+            "shape": choice(("1-sqrt", "linear", "cosine")),
+            "min_scale": UNIT,
+            "patience": Arg(st.one_of(st.none(), st.integers(0, 20)), no_none(integers_outside(0))),
+            "threshold": num(0.0, valid=reals(0.0, 1.0)),
+            "mode": choice(("min", "max")),
+            "threshold_mode": choice(("rel", "abs")),
+            "window": int_count(1),
+        },
+    ),
+    "schedule_free": Spec(
+        T.schedule_free,
+        {
+            "learning_rate": dataclasses.replace(LR, required=True),
+            "b1": SF_B1,
+            "weight_lr_power": num(0.0, valid=reals(0.0, 4.0)),
+            "r": num(0.0, valid=reals(0.0, 4.0)),
+        },
+    ),
+    "scale_by_prodigy": Spec(T.scale_by_prodigy, PRODIGY),
+}
+
+SF_COMMON = {
+    "learning_rate": LR,
+    "warmup_steps": Arg(st.one_of(st.none(), st.integers(0, 100), reals(0.0, 100.0)), no_none(outside(0.0))),
+    "b1": SF_B1,
+    "weight_decay": NONNEG,
+    "weight_lr_power": num(0.0, valid=reals(0.0, 4.0)),
+    "r": num(0.0, valid=reals(0.0, 4.0)),
 }
 
 ALIASES: dict[str, Spec] = {
@@ -460,6 +505,9 @@ ALIASES: dict[str, Spec] = {
             "weight_decay": NONNEG,
         },
     ),
+    "schedule_free_sgd": Spec(fnopt.schedule_free_sgd, SF_COMMON),
+    "schedule_free_adamw": Spec(fnopt.schedule_free_adamw, {**SF_COMMON, "b2": BETA, "eps": EPS}),
+    "prodigy": Spec(fnopt.prodigy, PRODIGY),
 }
 
 
@@ -490,7 +538,7 @@ SPECS: dict[str, Spec] = {**SCHEDULES, **TRANSFORMS, **ALIASES, "lr_find": LR_FI
 def test_the_table_covers_every_public_factory():
     schedules = set(S.__all__) - {"Schedule"}
     transforms = {n for n in T.__all__ if not n.endswith("State") and n != "RecordState"}
-    aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger"}
+    aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "schedule_free_sgd", "schedule_free_adamw", "prodigy"}
     assert set(SCHEDULES) == schedules
     assert set(TRANSFORMS) == transforms
     assert set(ALIASES) == aliases
@@ -632,6 +680,8 @@ FLAGS = [
     ("rmsprop", lambda v: fnopt.rmsprop(centered=v), "centered"),
     ("scale_by_rms", lambda v: T.scale_by_rms(centered=v), "centered"),
     ("accumulate_gradients", lambda v: T.accumulate_gradients(INNER, 2, use_grad_mean=v), "use_grad_mean"),
+    ("prodigy", lambda v: fnopt.prodigy(safeguard_warmup=v), "safeguard_warmup"),
+    ("scale_by_prodigy", lambda v: T.scale_by_prodigy(safeguard_warmup=v), "safeguard_warmup"),
 ]
 
 
@@ -650,6 +700,7 @@ def test_static_switches_must_be_bools(name, make, flag_name):
         pytest.param(lambda: T.scale_by_adam(mu_dtype="foo"), id="scale_by_adam"),
         pytest.param(lambda: T.scale_by_radam(mu_dtype="foo"), id="scale_by_radam"),
         pytest.param(lambda: T.scale_by_momentum(mu_dtype="foo"), id="scale_by_momentum"),
+        pytest.param(lambda: T.scale_by_prodigy(mu_dtype="foo"), id="scale_by_prodigy"),
     ],
 )
 def test_bad_mu_dtype_is_a_value_error(make):
@@ -670,6 +721,9 @@ STATEFUL = {
     "ranger": fnopt.ranger,
     "skip_nonfinite(adam)": lambda: T.skip_nonfinite(fnopt.adam()),
     "accumulate_gradients(adam)": lambda: T.accumulate_gradients(fnopt.adam(), 2),
+    "schedule_free_sgd": lambda: fnopt.schedule_free_sgd(weight_decay=1e-2),
+    "schedule_free_adamw": fnopt.schedule_free_adamw,
+    "prodigy": lambda: fnopt.prodigy(weight_decay=1e-2),
 }
 WRONG_TREES = {
     "missing_key": {"w": jnp.ones((2, 3), FLOAT)},

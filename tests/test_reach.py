@@ -135,7 +135,7 @@ def test_writing_a_recorded_value_has_no_effect_on_the_next_update():
 
 
 def test_report_without_a_plateau_names_the_problem():
-    with pytest.raises(ValueError, match="holds no `reduce_on_plateau` or `early_stopping`"):
+    with pytest.raises(ValueError, match="holds no `reduce_on_plateau`, `early_stopping` or `cooldown"):
         fnopt.report(nnx_optimizer(fnopt.sgd(0.1)), 1.0)
     with pytest.raises(ValueError, match="holds no `early_stopping`"):
         fnopt.should_stop(fnopt.sgd(0.1).init(PARAMS))
