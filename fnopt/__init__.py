@@ -5,6 +5,7 @@ from optax import chain as chain
 
 from . import schedules as schedules
 from . import transforms as transforms
+from ._adabelief import adabelief as adabelief
 from ._aliases import adagrad as adagrad
 from ._aliases import adam as adam
 from ._aliases import adamw as adamw
@@ -12,22 +13,29 @@ from ._aliases import radam as radam
 from ._aliases import ranger as ranger
 from ._aliases import rmsprop as rmsprop
 from ._aliases import sgd as sgd
+from ._lion import lion as lion
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
 from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
+from ._trust_ratio import lamb as lamb
+from ._trust_ratio import lars as lars
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LRFindResult",
+    "adabelief",
     "adagrad",
     "adam",
     "adamw",
     "apply_updates",
     "chain",
     "hyperparams",
+    "lamb",
+    "lars",
+    "lion",
     "lr_find",
     "radam",
     "ranger",

@@ -16,9 +16,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, next_count, per_group, zero_count
+from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
-from ._common import compute_dtype, fill_like, full_like, hypers, may_be_zero, safe_divide, storage_dtype
+from ._common import (
+    RULES,
+    abs_sq,
+    compute_dtype,
+    fill_like,
+    full_like,
+    hypers,
+    is_zero,
+    may_be_zero,
+    moment_like,
+    safe_divide,
+    storage_dtype,
+)
 
 # ----------------------------------------------------------------- Adagrad
 
@@ -162,10 +174,12 @@ def scale_by_rms(
 
 def _moments(coefficients, cd, g, m, v):
     """Updated first and second moment EMAs in the arithmetic dtype ``cd``,
-    from ``coefficients = (b1, 1 - b1, b2, 1 - b2, ...)``."""
+    from ``coefficients = (b1, 1 - b1, b2, 1 - b2, ...)``. The second moment
+    is of ``|g|^2`` and real (for complex ``g``: in ``cd``'s real dtype)."""
     b1, c1, b2, c2 = coefficients[:4]
     g_c = g.astype(cd)
-    return b1 * m.astype(cd) + c1 * g_c, b2 * v.astype(cd) + c2 * (g_c * g_c)
+    b2, c2 = b2.real, c2.real
+    return b1 * m.astype(cd) + c1 * g_c, b2 * v.astype(b2.dtype) + c2 * abs_sq(g_c)
 
 
 def _betas(v, cd):
@@ -179,9 +193,11 @@ class ScaleByAdamState(NamedTuple):
     Attributes:
         count: updates applied so far (int32, saturating).
         mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
-        nu: second moment EMA, in the params' dtype.
+        nu: second moment EMA (of ``|g|^2``), in ``nu_dtype`` (default: the
+            params' real dtype).
         nu_max: running max of ``nu`` (``amsgrad`` only, else ``None``).
-        hyperparams: ``b1``, ``b2``, ``eps`` used by the last update.
+        hyperparams: ``b1``, ``b2``, ``eps`` (and ``eps_root`` unless it is
+            the number 0) used by the last update.
     """
 
     count: jax.Array
@@ -191,44 +207,55 @@ class ScaleByAdamState(NamedTuple):
     hyperparams: dict[str, jax.Array]
 
 
+_ADAM_RULES = {**RULES, "eps_root": {"low": 0.0}}
+
+
 def scale_by_adam(
     b1: Hyper = 0.9,
     b2: Hyper = 0.999,
     eps: Hyper = 1e-8,
     *,
+    eps_root: Hyper = 0.0,
     amsgrad: bool = False,
     mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """torch ``Adam``'s direction (without the learning rate).
 
     With ``t = count + 1``: ``m_t = b1 m_{t-1} + (1 - b1) g_t``,
-    ``v_t = b2 v_{t-1} + (1 - b2) g_t^2`` and the update is
-    ``(m_t / (1 - b1^t)) / (sqrt(v_t) / sqrt(1 - b2^t) + eps)``. With
+    ``v_t = b2 v_{t-1} + (1 - b2) |g_t|^2`` and the update is
+    ``(m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t) + eps_root) + eps)``. With
     ``amsgrad``, ``v_t`` in the denominator is replaced by ``max_{s<=t} v_s``
     (torch: the max of the raw ``v``, bias-corrected afterwards; Optax's
     ``amsgrad`` takes the max of the bias-corrected ``v`` instead).
 
     When ``b1`` or ``b2`` is a schedule (torch's ``OneCycleLR`` / ``CyclicLR``
     cycle ``betas[0]``), the bias corrections use the current value,
-    ``1 - b1(t)^t``, as torch does.
+    ``1 - b1(t)^t``, as torch does. Complex params follow Optax: ``m`` is
+    complex, ``v`` the real EMA of ``|g|^2``.
 
     Args:
         b1: first moment decay in [0, 1); float, traced array or schedule.
         b2: second moment decay in [0, 1); float, traced array or schedule.
         eps: added to the bias-corrected root, >= 0.
+        eps_root: added to the bias-corrected second moment inside the root,
+            >= 0 (Optax's ``eps_root``; torch has none).
         amsgrad: use the running max of the second moment (static).
-        mu_dtype: dtype of ``mu`` (default: the params' dtype).
+        mu_dtype: dtype of ``mu`` for real params (default: the params' dtype).
+        nu_dtype: dtype of ``nu`` (default: the params' real dtype).
     """
     call = "scale_by_adam"
-    hp = hypers(call, b1=b1, b2=b2, eps=eps)
+    with_root = not is_zero(eps_root)
+    hp = Hypers(call, _ADAM_RULES, b1=b1, b2=b2, eps=eps, **({"eps_root": eps_root} if with_root else {}))
     check_flag(call, "amsgrad", amsgrad)
     mu_dtype = storage_dtype(call, mu_dtype)
-    zero_denominator = may_be_zero(eps)
+    nu_dtype = storage_dtype(call, nu_dtype, "nu_dtype")
+    zero_denominator = may_be_zero(eps) and (not with_root or may_be_zero(eps_root))
 
     def init(params):
-        nu = full_like(params)
+        nu = moment_like(params, nu_dtype, real=True)
         record = hp.record(zero_count(), params)
-        return ScaleByAdamState(zero_count(), full_like(params, 0.0, mu_dtype), nu, nu if amsgrad else None, record)
+        return ScaleByAdamState(zero_count(), moment_like(params, mu_dtype), nu, nu if amsgrad else None, record)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -238,21 +265,25 @@ def scale_by_adam(
         @per_group
         def coef(v, cd):
             # Scalar reciprocals, so that each element costs one sqrt and one
-            # divide (by the denominator) instead of three divides.
+            # divide (by the denominator) instead of three divides:
+            # sqrt(v / bc2 + eps_root) = sqrt(v + eps_root * bc2) / sqrt(bc2).
+            bc2 = 1 - v["b2"] ** t
             inv_bc1 = 1 / (1 - v["b1"] ** t)
-            inv_bc2_sqrt = jax.lax.rsqrt(1 - v["b2"] ** t)
-            return (*_betas(v, cd), inv_bc1.astype(cd), inv_bc2_sqrt.astype(cd), v["eps"].astype(cd))
+            root = (v["eps_root"] * bc2).astype(cd).real if with_root else None
+            return (*_betas(v, cd), inv_bc1.astype(cd), jax.lax.rsqrt(bc2).astype(cd).real, v["eps"].astype(cd).real, root)
 
         def leaf(hv, g, m, v, v_max):
             cd = compute_dtype(g)
             k = coef(hv, cd)
             m_new, v_new = _moments(k, cd, g, m, v)
             if amsgrad:
-                v_max_new = jnp.maximum(v_max.astype(cd), v_new)
+                v_max_new = jnp.maximum(v_max.astype(v_new.dtype), v_new)
                 v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
             else:
                 v_used, v_max_out = v_new, v_max
-            c1, c2, e = k[4:]
+            c1, c2, e, root = k[4:]
+            if with_root:
+                v_used = v_used + root
             out = safe_divide(m_new * c1, jnp.sqrt(v_used) * c2 + e, zero_denominator)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
 

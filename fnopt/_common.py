@@ -106,9 +106,9 @@ def once_per_dtype(fn: Callable[[jnp.dtype], Any]) -> Callable[[Any], Any]:
     return get
 
 
-def storage_dtype(call: str, dtype: Any) -> Any:
-    """A user-requested state dtype (``mu_dtype``), validated and canonicalized
-    (float64 -> float32 without x64)."""
+def storage_dtype(call: str, dtype: Any, name: str = "mu_dtype") -> Any:
+    """A user-requested state dtype (``mu_dtype``, ``nu_dtype``: the argument
+    ``name``), validated and canonicalized (float64 -> float32 without x64)."""
     if dtype is None:
         return None
     try:
@@ -116,8 +116,29 @@ def storage_dtype(call: str, dtype: Any) -> Any:
     except TypeError:
         dt = None
     if dt is None or not jnp.issubdtype(dt, jnp.floating):
-        raise ValueError(f"`{call}(mu_dtype=...)` must be None or a floating dtype, got {dtype!r}")
+        raise ValueError(f"`{call}({name}=...)` must be None or a floating dtype, got {dtype!r}")
     return jax.dtypes.canonicalize_dtype(dt)
+
+
+def moment_like(tree: Any, dtype: Any = None, *, real: bool = False) -> Any:
+    """Zero moment buffers shaped like ``tree``'s leaves.
+
+    A first moment (``real=False``) of a complex leaf is complex, in the
+    leaf's dtype; ``dtype`` (``mu_dtype``) applies to the real leaves. A
+    second moment (``real=True``) holds ``|g|^2``: real, in ``dtype`` or
+    else the leaf's real dtype (float32 for complex64)."""
+
+    def buffer(x):
+        if real:
+            return fill_like(x, 0.0, dtype or jnp.finfo(jnp.result_type(x)).dtype)
+        return fill_like(x, 0.0, None if jnp.iscomplexobj(x) else dtype)
+
+    return jax.tree.map(buffer, tree)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2``, real: ``x * x``, or ``Re(x * conj(x))`` for complex ``x``."""
+    return (x * jnp.conj(x)).real if jnp.iscomplexobj(x) else x * x
 
 
 def fill_like(x: jax.Array, value: Any = 0.0, dtype: Any = None) -> jax.Array:
@@ -187,7 +208,11 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array, may_vanish: bool) 
     second moment (a gradient that was always 0, or underflowed): the update
     is then 0 instead of ``0 / 0 = NaN``. The select costs one more
     elementwise op, so it is only emitted when ``may_vanish`` (the
-    transform's ``eps`` may be 0)."""
+    transform's ``eps`` may be 0). A complex numerator (a complex first
+    moment) over a real denominator divides both parts."""
+    positive = denominator > 0 if may_vanish else None
+    if jnp.iscomplexobj(numerator) and not jnp.iscomplexobj(denominator):
+        denominator = denominator.astype(numerator.dtype)
     if not may_vanish:
         return numerator / denominator
-    return jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1), 0)
+    return jnp.where(positive, numerator / jnp.where(positive, denominator, 1), 0)
