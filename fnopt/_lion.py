@@ -37,8 +37,8 @@ class ScaleByLionState(NamedTuple):
 
 def _scale_by_lion(call: str, b1: Hyper, b2: Hyper, mode: str, smooth_beta: Hyper, mu_dtype: Any):
     check_choice(call, "mode", mode, MODES)
-    values = {"b1": b1, "b2": b2, **({"smooth_beta": smooth_beta} if mode == "smooth" else {})}
-    hp = Hypers(call, LION_RULES, **values)
+    smooth = Hypers(call, LION_RULES, smooth_beta=smooth_beta).values  # validated in every mode
+    hp = Hypers(call, LION_RULES, b1=b1, b2=b2, **(smooth if mode == "smooth" else {}))
     mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
