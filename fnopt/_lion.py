@@ -77,10 +77,10 @@ def _scale_by_lion(call: str, b1: Hyper, b2: Hyper, mode: str, smooth_beta: Hype
 def scale_by_lion(
     b1: Hyper = 0.9,
     b2: Hyper = 0.99,
+    mu_dtype: Any = None,
     *,
     mode: str = "hard",
     smooth_beta: Hyper = 1.0,
-    mu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Lion's direction (without the learning rate): Optax's ``scale_by_lion``.
 
@@ -93,11 +93,11 @@ def scale_by_lion(
     Args:
         b1: interpolation between momentum and gradient, in [0, 1).
         b2: momentum decay, in [0, 1).
+        mu_dtype: dtype of the momentum for real params (default: the params').
         mode: ``"hard"`` (sign, the paper's), ``"smooth"`` or ``"refined"``
             (static).
         smooth_beta: > 0, the tanh sharpness of ``"smooth"`` mode (recorded
             only in that mode).
-        mu_dtype: dtype of the momentum for real params (default: the params').
 
     Examples:
         >>> import jax.numpy as jnp

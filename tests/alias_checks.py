@@ -159,3 +159,25 @@ def check_checkpoint_round_trip(opt, steps=5):
     for a, b in zip(jax.tree.leaves(runs[0]), jax.tree.leaves(runs[1])):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
 
+
+
+def check_optax_defaults(ours, theirs, renames=None):
+    """Every argument the two signatures share (``renames``: Optax's name ->
+    fnopt's) has the same default, and Optax's positional order is kept for
+    them; a mask's ``None`` (every leaf) stands for Optax's ``True``."""
+    import inspect
+
+    renames = renames or {}
+    mine = inspect.signature(ours).parameters
+    shared = []
+    for name, param in inspect.signature(theirs).parameters.items():
+        ours_name = renames.get(name, name)
+        assert ours_name in mine, (name, "missing")
+        expected = None if "mask" in name and param.default is True else param.default
+        assert mine[ours_name].default == expected or (
+            mine[ours_name].default is inspect.Parameter.empty and expected is inspect.Parameter.empty
+        ), name
+        if param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            shared.append(ours_name)
+    positional = [n for n, p in mine.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional[: len(shared)] == shared

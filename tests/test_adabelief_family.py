@@ -20,6 +20,7 @@ from alias_checks import (
     check_checkpoint_round_trip,
     check_empty,
     check_group_tree,
+    check_optax_defaults,
     check_vmap,
     run_optax,
 )
@@ -145,3 +146,8 @@ def test_empty_params():
 
 def test_checkpoint_round_trip():
     check_checkpoint_round_trip(fnopt.adabelief(LR_SCHEDULE, weight_decay=0.1, mask=MASK))
+
+
+def test_signature_and_defaults_are_optaxs():
+    check_optax_defaults(fnopt.adabelief, optax.adabelief)
+    check_optax_defaults(transforms.scale_by_belief, optax.scale_by_belief)

@@ -25,6 +25,11 @@ TABLE = {
     "rmsprop": (lambda: fnopt.rmsprop(3e-4, momentum=0.9), 3000),
     "rmsprop-centered": (lambda: fnopt.rmsprop(3e-4, momentum=0.9, centered=True), 5000),
     "ranger": (lambda: fnopt.ranger(5e-3), 10000),
+    # Sign / trust-ratio steps have a fixed length: they need a decaying LR to settle.
+    "lion": (lambda: fnopt.lion(fnopt.schedules.cosine_decay(0.01, 6000), weight_decay=0.0), 6000),
+    "lamb": (lambda: fnopt.lamb(fnopt.schedules.cosine_decay(0.02, 6000)), 6000),
+    "lars": (lambda: fnopt.lars(fnopt.schedules.cosine_decay(0.01, 6000), trust_coefficient=1.0), 6000),
+    "adabelief": (lambda: fnopt.adabelief(0.02), 3000),
 }
 
 

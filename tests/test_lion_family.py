@@ -20,6 +20,7 @@ from alias_checks import (
     check_checkpoint_round_trip,
     check_empty,
     check_group_tree,
+    check_optax_defaults,
     check_vmap,
     run_optax,
 )
@@ -143,3 +144,8 @@ def test_empty_params():
 
 def test_checkpoint_round_trip():
     check_checkpoint_round_trip(fnopt.lion(schedules.cosine_decay(0.01, 10), weight_decay=0.1, mask=MASK))
+
+
+def test_signature_and_defaults_are_optaxs():
+    check_optax_defaults(fnopt.lion, optax.lion)
+    check_optax_defaults(transforms.scale_by_lion, optax.scale_by_lion)

@@ -19,6 +19,7 @@ from alias_checks import (
     check_checkpoint_round_trip,
     check_empty,
     check_group_tree,
+    check_optax_defaults,
     check_vmap,
     run_optax,
 )
@@ -257,3 +258,9 @@ def test_empty_params(make):
 )
 def test_checkpoint_round_trip(make):
     check_checkpoint_round_trip(make())
+
+
+def test_signature_and_defaults_are_optaxs():
+    check_optax_defaults(fnopt.lamb, optax.lamb)
+    check_optax_defaults(fnopt.lars, optax.lars, {"weight_decay_mask": "mask"})
+    check_optax_defaults(transforms.scale_by_trust_ratio, optax.scale_by_trust_ratio)
