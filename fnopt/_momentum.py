@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from ._base import Hyper, next_count, per_group, zero_count
-from ._common import check_nesterov, compute_dtype, full_like, hypers, storage_dtype
+from ._common import check_nesterov, compute_dtype, hypers, moment_like, storage_dtype
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -46,7 +46,8 @@ def scale_by_momentum(
         nesterov: Nesterov momentum (static). Like torch, requires
             ``momentum > 0`` and ``dampening == 0``.
         dampening: in [0, 1]; a float, traced array or schedule.
-        mu_dtype: dtype of the buffer (default: the params' dtype).
+        mu_dtype: dtype of the buffer for real params (default: the params'
+            dtype; complex params keep theirs).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; unknown extra arguments
@@ -68,7 +69,7 @@ def scale_by_momentum(
     mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
-        trace = full_like(params, 0.0, mu_dtype)
+        trace = moment_like(params, mu_dtype)
         return ScaleByMomentumState(zero_count(), trace, hp.record(zero_count(), params))
 
     def update(updates, state, params=None, **extra_args):

@@ -30,12 +30,12 @@ def _norm(x):
     return jnp.sqrt(jnp.sum(abs_sq(x)))
 
 
-def _trust_ratio(call: str, mask: Any, **values: Hyper) -> optax.GradientTransformationExtraArgs:
+def _trust_ratio(call: str, mask: Any, mask_name: str, **values: Hyper) -> optax.GradientTransformationExtraArgs:
     """The trust-ratio scaling; a hyperparameter left out of ``values`` takes
     Optax's default (``min_norm=0``, ``trust_coefficient=1``, ``eps=0``) as a
     constant and is not recorded."""
     hp = Hypers(call, TRUST_RULES, **values)
-    check_mask(call, mask)
+    check_mask(call, mask, mask_name)
 
     @per_group
     def coef(v, rd):
@@ -101,7 +101,7 @@ def scale_by_trust_ratio(
         ([5.0, 0.0], [1.0])
     """
     return _trust_ratio(
-        "scale_by_trust_ratio", mask, min_norm=min_norm, trust_coefficient=trust_coefficient, eps=eps
+        "scale_by_trust_ratio", mask, "mask", min_norm=min_norm, trust_coefficient=trust_coefficient, eps=eps
     )
 
 
@@ -169,7 +169,7 @@ def lars(
         >>> opt = fnopt.lars(0.1, trust_coefficient=0.01)
         >>> updates, _ = opt.update(jnp.array([0.0, 0.5]), opt.init(params), params)
         >>> [round(x, 4) for x in updates.tolist()]  # -0.1 * 0.01 * 5 / 0.5 * g
-        [-0.0, -0.005]
+        [0.0, -0.005]
     """
     call = "lars"
     Hypers(call, TRUST_RULES, learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum)
@@ -178,7 +178,7 @@ def lars(
     check_mask(call, mask)
     return _chain(
         None if is_zero(weight_decay) else _weight_decay(call, weight_decay, mask),
-        _trust_ratio(call, trust_ratio_mask, trust_coefficient=trust_coefficient, eps=eps),
+        _trust_ratio(call, trust_ratio_mask, "trust_ratio_mask", trust_coefficient=trust_coefficient, eps=eps),
         scale_by_learning_rate(learning_rate),
         None if is_zero(momentum) else scale_by_momentum(momentum, nesterov=nesterov, mu_dtype=mu_dtype),
     )
@@ -236,9 +236,12 @@ def lamb(
         in 76 minutes, ICLR 2020, https://arxiv.org/abs/1904.00962
 
     Examples:
+        Each step has length ``lr * ||p||`` whatever the gradient's scale, so
+        a decaying learning rate lets it settle:
+
         >>> import jax, jax.numpy as jnp, optax, fnopt
         >>> loss = lambda p: jnp.sum((p - 3.0) ** 2)
-        >>> params, opt = jnp.ones(2), fnopt.lamb(0.05)
+        >>> params, opt = jnp.ones(2), fnopt.lamb(fnopt.schedules.cosine_decay(0.05, 300))
         >>> state = opt.init(params)
         >>> for _ in range(300):
         ...     updates, state = opt.update(jax.grad(loss)(params), state, params)
@@ -256,6 +259,6 @@ def lamb(
     return _chain(
         scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         None if is_zero(weight_decay) else _weight_decay(call, weight_decay, mask),
-        _trust_ratio(call, None),
+        _trust_ratio(call, None, "mask"),
         scale_by_learning_rate(learning_rate),
     )
