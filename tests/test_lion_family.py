@@ -71,10 +71,14 @@ def test_complex_params_match_optax():
     assert_complex_parity(fnopt.lion(0.01, 0.8, 0.95, weight_decay=0.2), optax.lion(0.01, 0.8, 0.95, weight_decay=0.2))
 
 
+def test_bfloat16_momentum_is_stored_in_bfloat16():
+    state = fnopt.lion(0.01, mu_dtype=jnp.bfloat16).init(params0())
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state[0].mu))
+
+
+@pytest.mark.slow
 def test_bfloat16_momentum_matches_optax():
     ours = fnopt.lion(0.01, mu_dtype=jnp.bfloat16)
-    state = ours.init(params0())
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state[0].mu))
     # Optax multiplies the bfloat16 m by b1 in bfloat16 (b1 itself rounded
     # to 0.8984) before adding (1 - b1) g; fnopt reads m into float32 and
     # works there. On this problem the signs agree for 27 steps (step 28

@@ -159,6 +159,13 @@ def test_complex_params_match_optax():
     assert state.mu["z"].dtype == jnp.complex64 and state.nu["z"].dtype == jnp.float32
 
 
+def test_low_precision_moments_are_stored_as_asked():
+    state = fnopt.lamb(0.05, mu_dtype=jnp.bfloat16, nu_dtype=jnp.float16).init(params0())[0]
+    assert state.mu["w"].dtype == jnp.bfloat16 and state.nu["w"].dtype == jnp.float16
+    assert fnopt.lars(0.5, mu_dtype=jnp.bfloat16).init(params0())[2].trace["w"].dtype == jnp.bfloat16
+
+
+@pytest.mark.slow
 def test_bfloat16_moments():
     # Optax multiplies a stored bfloat16 moment by its decay in bfloat16
     # (the decay itself rounded: 0.9 -> 0.8984); fnopt reads it into float32
