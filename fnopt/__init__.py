@@ -12,6 +12,8 @@ from ._adam import radam as radam
 from ._adam import ranger as ranger
 from ._rms import rmsprop as rmsprop
 from ._momentum import sgd as sgd
+from ._adabelief import adabelief as adabelief
+from ._lion import lion as lion
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
 from ._prodigy import prodigy as prodigy
@@ -22,17 +24,23 @@ from ._report import start_cooldown as start_cooldown
 from ._schedule_free import schedule_free_adamw as schedule_free_adamw
 from ._schedule_free import schedule_free_eval_params as schedule_free_eval_params
 from ._schedule_free import schedule_free_sgd as schedule_free_sgd
+from ._trust_ratio import lamb as lamb
+from ._trust_ratio import lars as lars
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LRFindResult",
+    "adabelief",
     "adagrad",
     "adam",
     "adamw",
     "apply_updates",
     "chain",
     "hyperparams",
+    "lamb",
+    "lars",
+    "lion",
     "lr_find",
     "prodigy",
     "radam",

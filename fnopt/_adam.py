@@ -17,16 +17,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, next_count, per_group, zero_count
+from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
 from ._common import (
+    RULES,
     abs2,
     compute_dtype,
-    full_like,
     hypers,
+    is_zero,
     may_be_zero,
     real_dtype,
-    real_zeros_like,
+    moment_like,
     safe_divide,
     moment_dtypes,
     storage_dtype,
@@ -54,6 +55,9 @@ def betas(v, cd):
     return b1, 1 - b1, b2, 1 - b2
 
 
+_ADAM_RULES = {**RULES, "eps_root": {"low": 0.0}}
+
+
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`.
 
@@ -78,6 +82,7 @@ def scale_by_adam(
     b2: Hyper = 0.999,
     eps: Hyper = 1e-8,
     *,
+    eps_root: Hyper = 0.0,
     amsgrad: bool = False,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
@@ -85,8 +90,8 @@ def scale_by_adam(
     """torch ``Adam``'s direction (without the learning rate).
 
     With ``t = count + 1``: ``m_t = b1 m_{t-1} + (1 - b1) g_t``,
-    ``v_t = b2 v_{t-1} + (1 - b2) g_t^2`` and the update is
-    ``(m_t / (1 - b1^t)) / (sqrt(v_t) / sqrt(1 - b2^t) + eps)``. With
+    ``v_t = b2 v_{t-1} + (1 - b2) |g_t|^2`` and the update is
+    ``(m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t) + eps_root) + eps)``. With
     ``amsgrad``, ``v_t`` in the denominator is replaced by ``max_{s<=t} v_s``
     (torch: the max of the raw ``v``, bias-corrected afterwards; Optax's
     ``amsgrad`` takes the max of the bias-corrected ``v`` instead).
@@ -99,22 +104,27 @@ def scale_by_adam(
         b1: first moment decay in [0, 1); float, traced array or schedule.
         b2: second moment decay in [0, 1); float, traced array or schedule.
         eps: added to the bias-corrected root, >= 0.
+        eps_root: added to the bias-corrected second moment inside the root,
+            >= 0 (Optax's ``eps_root``; torch has none). Recorded unless it is
+            the number 0.
         amsgrad: use the running max of the second moment (static).
-        mu_dtype: dtype of ``mu`` (default: the params' dtype).
+        mu_dtype: dtype of ``mu`` for real params (default: the params'
+            dtype; a complex param keeps a complex ``mu``).
         nu_dtype: dtype of ``nu`` (default: the params' real dtype; complex
             params have a real second moment of ``|g|^2``, Optax's convention).
     """
     call = "scale_by_adam"
-    hp = hypers(call, b1=b1, b2=b2, eps=eps)
+    with_root = not is_zero(eps_root)
+    hp = Hypers(call, _ADAM_RULES, b1=b1, b2=b2, eps=eps, **({"eps_root": eps_root} if with_root else {}))
     check_flag(call, "amsgrad", amsgrad)
     mu_dtype = storage_dtype(call, mu_dtype)
     nu_dtype = storage_dtype(call, nu_dtype, "nu_dtype")
-    zero_denominator = may_be_zero(eps)
+    zero_denominator = may_be_zero(eps) and (not with_root or may_be_zero(eps_root))
 
     def init(params):
-        nu = real_zeros_like(params, nu_dtype)
+        nu = moment_like(params, nu_dtype, real=True)
         record = hp.record(zero_count(), params)
-        return ScaleByAdamState(zero_count(), full_like(params, 0.0, mu_dtype), nu, nu if amsgrad else None, record)
+        return ScaleByAdamState(zero_count(), moment_like(params, mu_dtype), nu, nu if amsgrad else None, record)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -124,11 +134,13 @@ def scale_by_adam(
         @per_group
         def coef(v, cd):
             # Scalar reciprocals, so that each element costs one sqrt and one
-            # divide (by the denominator) instead of three divides.
+            # divide (by the denominator) instead of three divides:
+            # sqrt(v / bc2 + eps_root) = sqrt(v + eps_root * bc2) / sqrt(bc2).
+            bc2 = 1 - v["b2"] ** t
             inv_bc1 = 1 / (1 - v["b1"] ** t)
-            inv_bc2_sqrt = jax.lax.rsqrt(1 - v["b2"] ** t)
             rd = real_dtype(cd)
-            return (*betas(v, cd), inv_bc1.astype(cd), inv_bc2_sqrt.astype(rd), v["eps"].astype(rd))
+            root = (v["eps_root"] * bc2).astype(rd) if with_root else None
+            return (*betas(v, cd), inv_bc1.astype(cd), jax.lax.rsqrt(bc2).astype(rd), v["eps"].astype(rd), root)
 
         def leaf(hv, g, m, v, v_max):
             cd = compute_dtype(g)
@@ -139,7 +151,9 @@ def scale_by_adam(
                 v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
             else:
                 v_used, v_max_out = v_new, v_max
-            c1, c2, e = k[4:]
+            c1, c2, e, root = k[4:]
+            if with_root:
+                v_used = v_used + root
             out = safe_divide(m_new * c1, jnp.sqrt(v_used) * c2 + e, zero_denominator)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
 
@@ -206,7 +220,7 @@ def scale_by_radam(
 
     def init(params):
         record = hp.record(zero_count(), params)
-        return ScaleByRAdamState(zero_count(), full_like(params, 0.0, mu_dtype), real_zeros_like(params, nu_dtype), record)
+        return ScaleByRAdamState(zero_count(), moment_like(params, mu_dtype), moment_like(params, nu_dtype, real=True), record)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

@@ -205,7 +205,17 @@ def real_dtype(x: jax.Array) -> jnp.dtype:
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
 
 
-def real_zeros_like(tree: Any, dtype: Any = None) -> Any:
-    """Second-moment buffers: zeros shaped like each leaf, in ``dtype`` or
-    the leaf's real dtype (a complex param has a real second moment)."""
-    return jax.tree.map(lambda x: fill_like(x, 0.0, dtype or real_dtype(x)), tree)
+def moment_like(tree: Any, dtype: Any = None, *, real: bool = False) -> Any:
+    """Zero moment buffers shaped like ``tree``'s leaves, laid out like them.
+
+    A first moment (``real=False``) of a complex leaf is complex, in the
+    leaf's dtype; ``dtype`` (``mu_dtype``) applies to the real leaves. A
+    second moment (``real=True``) holds ``|g|^2``: real, in ``dtype`` or
+    else the leaf's real dtype (float32 for complex64)."""
+
+    def buffer(x):
+        if real:
+            return fill_like(x, 0.0, dtype or real_dtype(x))
+        return fill_like(x, 0.0, None if jnp.iscomplexobj(x) else dtype)
+
+    return jax.tree.map(buffer, tree)

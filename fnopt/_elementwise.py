@@ -46,14 +46,14 @@ def _recording(hp: Hypers, apply) -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def check_mask(call: str, mask: Any) -> None:
+def check_mask(call: str, mask: Any, name: str = "mask") -> None:
     """``None``, a callable, or a pytree whose leaves are all bools."""
     if mask is None or callable(mask):
         return
     for leaf in jax.tree.leaves(mask):
         if not (isinstance(leaf, (bool, np.bool_)) or getattr(leaf, "dtype", None) == np.bool_):
             raise ArgumentTypeError(
-                f"`{call}(mask=...)` must be None, a pytree of bools (a prefix of the params) or a "
+                f"`{call}({name}=...)` must be None, a pytree of bools (a prefix of the params) or a "
                 f"callable params -> pytree of bools; found the leaf {leaf!r}"
             )
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from ._base import Hyper, next_count, per_group, zero_count
-from ._common import check_nesterov, compute_dtype, full_like, hypers, is_zero, storage_dtype, with_group_check
+from ._common import check_nesterov, compute_dtype, hypers, is_zero, moment_like, storage_dtype, with_group_check
 from ._elementwise import chain_stages, coupled_decay, flip_sign, scale_by_learning_rate
 
 
@@ -70,7 +70,7 @@ def scale_by_momentum(
     mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
-        trace = full_like(params, 0.0, mu_dtype)
+        trace = moment_like(params, mu_dtype)
         return ScaleByMomentumState(zero_count(), trace, hp.record(zero_count(), params))
 
     def update(updates, state, params=None, **extra_args):

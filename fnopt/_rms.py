@@ -23,12 +23,11 @@ from ._common import (
     abs2,
     compute_dtype,
     fill_like,
-    full_like,
     hypers,
     is_zero,
     may_be_zero,
     real_dtype,
-    real_zeros_like,
+    moment_like,
     safe_divide,
     moment_dtypes,
     storage_dtype,
@@ -151,8 +150,8 @@ def scale_by_rms(
     zero_denominator = may_be_zero(eps)
 
     def init(params):
-        grad_avg = full_like(params, 0.0, mu_dtype) if centered else None
-        return ScaleByRmsState(zero_count(), real_zeros_like(params, nu_dtype), grad_avg, hp.record(zero_count(), params))
+        grad_avg = moment_like(params, mu_dtype) if centered else None
+        return ScaleByRmsState(zero_count(), moment_like(params, nu_dtype, real=True), grad_avg, hp.record(zero_count(), params))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

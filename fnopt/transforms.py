@@ -22,11 +22,15 @@ from ._adam import scale_by_radam as scale_by_radam
 from ._rms import scale_by_rms as scale_by_rms
 from ._cooldown import CooldownState as CooldownState
 from ._cooldown import cooldown as cooldown
+from ._adabelief import ScaleByBeliefState as ScaleByBeliefState
+from ._adabelief import scale_by_belief as scale_by_belief
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
 from ._elementwise import add_weight_decay as add_weight_decay
 from ._elementwise import clip_by_global_norm as clip_by_global_norm
 from ._elementwise import scale_by_learning_rate as scale_by_learning_rate
+from ._lion import ScaleByLionState as ScaleByLionState
+from ._lion import scale_by_lion as scale_by_lion
 from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
@@ -37,6 +41,7 @@ from ._schedule_free import ScheduleFreeState as ScheduleFreeState
 from ._schedule_free import schedule_free as schedule_free
 from ._stopping import EarlyStoppingState as EarlyStoppingState
 from ._stopping import early_stopping as early_stopping
+from ._trust_ratio import scale_by_trust_ratio as scale_by_trust_ratio
 from ._wrappers import LookaheadState as LookaheadState
 from ._wrappers import SkipNonfiniteState as SkipNonfiniteState
 from ._wrappers import lookahead as lookahead
@@ -51,6 +56,8 @@ __all__ = [
     "ReduceOnPlateauState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByBeliefState",
+    "ScaleByLionState",
     "ScaleByMomentumState",
     "ScaleByProdigyState",
     "ScaleByRAdamState",
@@ -67,11 +74,14 @@ __all__ = [
     "reduce_on_plateau",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_belief",
     "scale_by_learning_rate",
+    "scale_by_lion",
     "scale_by_momentum",
     "scale_by_prodigy",
     "scale_by_radam",
     "scale_by_rms",
     "schedule_free",
+    "scale_by_trust_ratio",
     "skip_nonfinite",
 ]

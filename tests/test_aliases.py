@@ -31,6 +31,11 @@ TABLE = {
     "schedule_free_adamw": (lambda: fnopt.schedule_free_adamw(1e-2, warmup_steps=100, r=2.0), 10000),
     # Prodigy learns the step size; the LR is its schedule (peak 1).
     "prodigy": (lambda: fnopt.prodigy(fnopt.schedules.cosine_decay(1.0, 5000)), 5000),
+    # Sign / trust-ratio steps have a fixed length: they need a decaying LR to settle.
+    "lion": (lambda: fnopt.lion(fnopt.schedules.cosine_decay(0.01, 6000), weight_decay=0.0), 6000),
+    "lamb": (lambda: fnopt.lamb(fnopt.schedules.cosine_decay(0.02, 6000)), 6000),
+    "lars": (lambda: fnopt.lars(fnopt.schedules.cosine_decay(0.01, 6000), trust_coefficient=1.0), 6000),
+    "adabelief": (lambda: fnopt.adabelief(0.02), 3000),
 }
 
 

@@ -457,6 +457,11 @@ SF_COMMON = {
     "weight_decay": NONNEG,
     "weight_lr_power": num(0.0, valid=reals(0.0, 4.0)),
     "r": num(0.0, valid=reals(0.0, 4.0)),
+    "scale_by_lion": Spec(
+        T.scale_by_lion,
+        {"b1": BETA, "b2": BETA, "mode": choice(("hard", "smooth", "refined")), "smooth_beta": num(0.0, lo_open=True, valid=reals(1e-3, 10.0))},
+    "scale_by_belief": Spec(T.scale_by_belief, {"b1": BETA, "b2": BETA, "eps": EPS, "eps_root": NONNEG, "nesterov": flag()}),
+    "scale_by_trust_ratio": Spec(T.scale_by_trust_ratio, {"min_norm": NONNEG, "trust_coefficient": NONNEG, "eps": NONNEG}),
 }
 
 ALIASES: dict[str, Spec] = {
@@ -508,6 +513,51 @@ ALIASES: dict[str, Spec] = {
     "schedule_free_sgd": Spec(fnopt.schedule_free_sgd, SF_COMMON),
     "schedule_free_adamw": Spec(fnopt.schedule_free_adamw, {**SF_COMMON, "b2": BETA, "eps": EPS}),
     "prodigy": Spec(fnopt.prodigy, PRODIGY),
+    "lion": Spec(
+        fnopt.lion,
+        {
+            "learning_rate": dataclasses.replace(LR, required=True),
+            "b1": BETA,
+            "b2": BETA,
+            "weight_decay": NONNEG,
+            "mode": choice(("hard", "smooth", "refined")),
+            "smooth_beta": num(0.0, lo_open=True, valid=reals(1e-3, 10.0)),
+        },
+    ),
+    "lamb": Spec(
+        fnopt.lamb,
+        {
+            "learning_rate": dataclasses.replace(LR, required=True),
+            "b1": BETA,
+            "b2": BETA,
+            "eps": EPS,
+            "eps_root": NONNEG,
+            "weight_decay": NONNEG,
+        },
+    ),
+    "lars": Spec(
+        fnopt.lars,
+        {
+            "learning_rate": dataclasses.replace(LR, required=True),
+            "weight_decay": NONNEG,
+            "trust_coefficient": NONNEG,
+            "eps": NONNEG,
+            "momentum": BETA,
+            "nesterov": flag(),
+        },
+    ),
+    "adabelief": Spec(
+        fnopt.adabelief,
+        {
+            "learning_rate": dataclasses.replace(LR, required=True),
+            "b1": BETA,
+            "b2": BETA,
+            "eps": EPS,
+            "eps_root": NONNEG,
+            "nesterov": flag(),
+            "weight_decay": NONNEG,
+        },
+    ),
 }
 
 
@@ -539,6 +589,7 @@ def test_the_table_covers_every_public_factory():
     schedules = set(S.__all__) - {"Schedule"}
     transforms = {n for n in T.__all__ if not n.endswith("State") and n != "RecordState"}
     aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "schedule_free_sgd", "schedule_free_adamw", "prodigy"}
+    aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "lion", "lamb", "lars", "adabelief"}
     assert set(SCHEDULES) == schedules
     assert set(TRANSFORMS) == transforms
     assert set(ALIASES) == aliases
@@ -682,6 +733,9 @@ FLAGS = [
     ("accumulate_gradients", lambda v: T.accumulate_gradients(INNER, 2, use_grad_mean=v), "use_grad_mean"),
     ("prodigy", lambda v: fnopt.prodigy(safeguard_warmup=v), "safeguard_warmup"),
     ("scale_by_prodigy", lambda v: T.scale_by_prodigy(safeguard_warmup=v), "safeguard_warmup"),
+    ("lars", lambda v: fnopt.lars(0.1, nesterov=v), "nesterov"),
+    ("adabelief", lambda v: fnopt.adabelief(0.1, nesterov=v), "nesterov"),
+    ("scale_by_belief", lambda v: T.scale_by_belief(nesterov=v), "nesterov"),
 ]
 
 
@@ -701,6 +755,12 @@ def test_static_switches_must_be_bools(name, make, flag_name):
         pytest.param(lambda: T.scale_by_radam(mu_dtype="foo"), id="scale_by_radam"),
         pytest.param(lambda: T.scale_by_momentum(mu_dtype="foo"), id="scale_by_momentum"),
         pytest.param(lambda: T.scale_by_prodigy(mu_dtype="foo"), id="scale_by_prodigy"),
+        pytest.param(lambda: T.scale_by_lion(mu_dtype="foo"), id="scale_by_lion"),
+        pytest.param(lambda: T.scale_by_belief(mu_dtype="foo"), id="scale_by_belief"),
+        pytest.param(lambda: fnopt.lion(0.1, mu_dtype="foo"), id="lion"),
+        pytest.param(lambda: fnopt.lamb(0.1, mu_dtype="foo"), id="lamb"),
+        pytest.param(lambda: fnopt.lars(0.1, mu_dtype="foo"), id="lars"),
+        pytest.param(lambda: fnopt.adabelief(0.1, mu_dtype="foo"), id="adabelief"),
     ],
 )
 def test_bad_mu_dtype_is_a_value_error(make):
@@ -724,6 +784,10 @@ STATEFUL = {
     "schedule_free_sgd": lambda: fnopt.schedule_free_sgd(weight_decay=1e-2),
     "schedule_free_adamw": fnopt.schedule_free_adamw,
     "prodigy": lambda: fnopt.prodigy(weight_decay=1e-2),
+    "lion": lambda: fnopt.lion(0.1),
+    "lamb": lambda: fnopt.lamb(0.1, weight_decay=0.1),
+    "lars": lambda: fnopt.lars(0.1, 0.1),
+    "adabelief": lambda: fnopt.adabelief(0.1),
 }
 WRONG_TREES = {
     "missing_key": {"w": jnp.ones((2, 3), FLOAT)},
