@@ -448,6 +448,12 @@ TRANSFORMS: dict[str, Spec] = {
         },
     ),
     "scale_by_prodigy": Spec(T.scale_by_prodigy, PRODIGY),
+    "scale_by_lion": Spec(
+        T.scale_by_lion,
+        {"b1": BETA, "b2": BETA, "mode": choice(("hard", "smooth", "refined")), "smooth_beta": num(0.0, lo_open=True, valid=reals(1e-3, 10.0))},
+    ),
+    "scale_by_belief": Spec(T.scale_by_belief, {"b1": BETA, "b2": BETA, "eps": EPS, "eps_root": NONNEG, "nesterov": flag()}),
+    "scale_by_trust_ratio": Spec(T.scale_by_trust_ratio, {"min_norm": NONNEG, "trust_coefficient": NONNEG, "eps": NONNEG}),
 }
 
 SF_COMMON = {
@@ -457,11 +463,6 @@ SF_COMMON = {
     "weight_decay": NONNEG,
     "weight_lr_power": num(0.0, valid=reals(0.0, 4.0)),
     "r": num(0.0, valid=reals(0.0, 4.0)),
-    "scale_by_lion": Spec(
-        T.scale_by_lion,
-        {"b1": BETA, "b2": BETA, "mode": choice(("hard", "smooth", "refined")), "smooth_beta": num(0.0, lo_open=True, valid=reals(1e-3, 10.0))},
-    "scale_by_belief": Spec(T.scale_by_belief, {"b1": BETA, "b2": BETA, "eps": EPS, "eps_root": NONNEG, "nesterov": flag()}),
-    "scale_by_trust_ratio": Spec(T.scale_by_trust_ratio, {"min_norm": NONNEG, "trust_coefficient": NONNEG, "eps": NONNEG}),
 }
 
 ALIASES: dict[str, Spec] = {
@@ -588,8 +589,8 @@ SPECS: dict[str, Spec] = {**SCHEDULES, **TRANSFORMS, **ALIASES, "lr_find": LR_FI
 def test_the_table_covers_every_public_factory():
     schedules = set(S.__all__) - {"Schedule"}
     transforms = {n for n in T.__all__ if not n.endswith("State") and n != "RecordState"}
-    aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "schedule_free_sgd", "schedule_free_adamw", "prodigy"}
-    aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "lion", "lamb", "lars", "adabelief"}
+    aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "schedule_free_sgd", "schedule_free_adamw",
+               "prodigy", "lion", "lamb", "lars", "adabelief"}
     assert set(SCHEDULES) == schedules
     assert set(TRANSFORMS) == transforms
     assert set(ALIASES) == aliases
