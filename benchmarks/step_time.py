@@ -144,6 +144,14 @@ CASES: dict[str, tuple[Callable, Callable, int, bool, tuple]] = {
                 ("RMSprop", dict(lr=1e-2), False, False)),
     "adagrad": (lambda: fnopt.adagrad(1e-2), lambda: optax.adagrad(1e-2), 1, False,
                 ("Adagrad", dict(lr=1e-2), False, False)),
+    # issue 13 / 12: the newer optimizers against their Optax counterparts
+    "lion": (lambda: fnopt.lion(1e-4), lambda: optax.lion(1e-4), 1, False, None),
+    "lamb": (lambda: fnopt.lamb(1e-3), lambda: optax.lamb(1e-3), 2, False, None),
+    "lars": (lambda: fnopt.lars(1e-2), lambda: optax.lars(1e-2), 1, False, None),
+    "adabelief": (lambda: fnopt.adabelief(1e-3), lambda: optax.adabelief(1e-3), 2, False, None),
+    "schedule_free_adamw": (lambda: fnopt.schedule_free_adamw(1e-3), lambda: optax.contrib.schedule_free_adamw(1e-3),
+                            2, False, None),
+    "prodigy": (lambda: fnopt.prodigy(), lambda: optax.contrib.prodigy(), 4, False, None),
     "clip+adamw(warmup_cos)": (lambda: fn_chain(False), lambda: ox_chain(False), 2, False,
                                ("AdamW", dict(lr=1e-3, weight_decay=1e-2), True, False)),
     "clip+adamw(warmup_cos)+plateau": (lambda: fn_chain(True), lambda: ox_chain(True), 2, True,
@@ -196,6 +204,10 @@ class JaxRunner:
         self.compiled = jitted.lower(params, state, grads, value).compile()
         self.compile_s = time.perf_counter() - t0
         self.hlo = hlo_stats(self.compiled)
+        # Optax's contrib optimizers keep the params array itself in their
+        # state (prodigy's x0): give the donated state its own buffers.
+        param_ids = {id(x) for x in jax.tree.leaves(params)}
+        state = jax.tree.map(lambda x: jnp.copy(x) if id(x) in param_ids else x, state)
         self.params, self.state = params, state
         for _ in range(2):  # warm-up
             self.run()

@@ -124,7 +124,8 @@ def scale_by_adam(
     def init(params):
         nu = moment_like(params, nu_dtype, real=True)
         record = hp.record(zero_count(), params)
-        return ScaleByAdamState(zero_count(), moment_like(params, mu_dtype), nu, nu if amsgrad else None, record)
+        nu_max = moment_like(params, nu_dtype, real=True) if amsgrad else None  # its own buffers
+        return ScaleByAdamState(zero_count(), moment_like(params, mu_dtype), nu, nu_max, record)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

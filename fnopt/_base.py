@@ -116,6 +116,23 @@ def next_count(count: jax.Array) -> jax.Array:
     return jnp.where(count < _INT32_MAX, count + 1, count).astype(jnp.int32)
 
 
+def distinct(tree: Any) -> Any:
+    """``tree`` with every array that occurs more than once replaced by a
+    copy from its second occurrence on. An ``init`` returns it so that every
+    state leaf is its own buffer: a jitted step may then donate the state
+    (XLA refuses to donate one buffer twice)."""
+    seen: set[int] = set()
+
+    def leaf(x):
+        if isinstance(x, jax.Array) and not is_traced(x):
+            if id(x) in seen:
+                return jnp.copy(x)
+            seen.add(id(x))
+        return x
+
+    return jax.tree.map(leaf, tree)
+
+
 def cast_like(value: jax.Array, like: jax.Array) -> jax.Array:
     """A scalar hyperparameter in the dtype of the array it multiplies
     (explicit, so strict dtype promotion holds and bf16 stays bf16)."""

@@ -280,7 +280,7 @@ def reduce_on_plateau(
             value_sum=jnp.zeros([], dtype),
             value_count=zero_count(),
             config=config(count),
-            hyperparams={"plateau_scale": one},
+            hyperparams={"plateau_scale": jnp.ones([], dtype)},
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, Hypers, check_shapes, flatten_like, next_count, zero_count
+from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, next_count, zero_count
 from ._checks import as_float, check_flag, float_dtype
 from ._common import RULES, compute_dtype, full_like, is_zero, require_params, storage_dtype
 from ._elementwise import check_mask, scale_by_learning_rate
@@ -113,7 +113,7 @@ def _scale_by_prodigy(call, learning_rate, b1, b2, beta3, eps, estim_lr0, estim_
         state = ScaleByProdigyState(
             zero_count(), full_like(params, 0.0, mu_dtype), zeros, zeros, jax.tree.map(jnp.copy, params), d, jnp.zeros([], float_dtype()), {}
         )
-        return state._replace(hyperparams={**record, "d": d})
+        return distinct(state._replace(hyperparams={**record, "d": d}))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

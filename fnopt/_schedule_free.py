@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, Hypers, check_shapes, flatten_like, is_group_tree, map_records, next_count, per_group, zero_count
+from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, is_group_tree, map_records, next_count, per_group, zero_count
 from ._checks import as_float, check_range, check_scalar, float_dtype
 from ._common import RULES, compute_dtype, fill_like, is_zero, may_be_zero, require_params, safe_divide
 from ._compose import warmup
@@ -122,7 +122,7 @@ def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
         z = jax.tree.map(lambda p: jnp.array(p, dtype=state_dtype or p.dtype, copy=True), params)
         b1s = start.map(lambda v, p: v["b1"], None, params)
         zeros = jax.tree.map(lambda p: jnp.zeros([], float_dtype()), params)
-        return ScheduleFreeState(zero_count(), z, b1s, zeros, zeros, start.record)
+        return distinct(ScheduleFreeState(zero_count(), z, b1s, zeros, zeros, start.record))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

@@ -182,8 +182,9 @@ def skip_nonfinite(
     inner = optax.with_extra_args_support(inner)
 
     def init(params):
-        zero = jnp.zeros([], jnp.int32)
-        return SkipNonfiniteState(inner.init(params), zero, zero, jnp.asarray(False), hp.record(zero))
+        return SkipNonfiniteState(
+            inner.init(params), zero_count(), zero_count(), jnp.asarray(False), hp.record(zero_count())
+        )
 
     def update(updates, state, params=None, **extra_args):
         if params is not None:
