@@ -5,6 +5,7 @@ from optax import chain as chain
 
 from . import schedules as schedules
 from . import transforms as transforms
+from ._adafactor import adafactor as adafactor
 from ._aliases import adagrad as adagrad
 from ._aliases import adam as adam
 from ._aliases import adamw as adamw
@@ -14,6 +15,8 @@ from ._aliases import rmsprop as rmsprop
 from ._aliases import sgd as sgd
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
+from ._muon import muon as muon
+from ._muon import muon_labels as muon_labels
 from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
@@ -37,4 +40,7 @@ __all__ = [
     "sgd",
     "should_stop",
     "transforms",
+    "adafactor",
+    "muon",
+    "muon_labels",
 ]

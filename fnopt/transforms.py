@@ -10,6 +10,8 @@ invalid hyperparameters raise ``ValueError`` at construction; traced ones and
 schedules are not checked.
 """
 
+from ._adafactor import ScaleByAdafactorState as ScaleByAdafactorState
+from ._adafactor import scale_by_adafactor as scale_by_adafactor
 from ._adaptive import ScaleByAdagradState as ScaleByAdagradState
 from ._adaptive import ScaleByAdamState as ScaleByAdamState
 from ._adaptive import ScaleByRAdamState as ScaleByRAdamState
@@ -25,6 +27,9 @@ from ._elementwise import clip_by_global_norm as clip_by_global_norm
 from ._elementwise import scale_by_learning_rate as scale_by_learning_rate
 from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
+from ._muon import ScaleByMuonState as ScaleByMuonState
+from ._muon import orthogonalize as orthogonalize
+from ._muon import scale_by_muon as scale_by_muon
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
 from ._stopping import EarlyStoppingState as EarlyStoppingState
@@ -58,4 +63,9 @@ __all__ = [
     "scale_by_radam",
     "scale_by_rms",
     "skip_nonfinite",
+    "ScaleByAdafactorState",
+    "ScaleByMuonState",
+    "orthogonalize",
+    "scale_by_adafactor",
+    "scale_by_muon",
 ]
