@@ -17,7 +17,17 @@ import optax
 
 from ._base import Hyper, Hypers, check_shapes, flatten_like, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
-from ._common import RULES, check_hypers, compute_dtype, fill_like, is_zero, require_params, storage_dtype
+from ._common import (
+    RULES,
+    check_hypers,
+    compute_dtype,
+    fill_like,
+    is_zero,
+    may_be_zero,
+    require_params,
+    safe_divide,
+    storage_dtype,
+)
 from ._elementwise import add_decayed_weights, check_mask, scale_by_learning_rate
 
 LOCAL_RULES: dict[str, dict[str, Any]] = {
@@ -80,6 +90,7 @@ def _direction(
         values["eps1"] = eps1
     hp = Hypers(call, {**RULES, **LOCAL_RULES}, **values)
     nu_dtype = _nu_dtype(call, nu_dtype)
+    zero_floor = eps1 is not None and may_be_zero(eps1)
 
     def init(params):
         _check_real(call, params)
@@ -126,13 +137,13 @@ def _direction(
             if g.ndim >= 2:
                 row_new = row.astype(cd) + weight * (jnp.mean(g2, axis=-1, keepdims=True) - row.astype(cd))
                 col_new = col.astype(cd) + weight * (jnp.mean(g2, axis=-2, keepdims=True) - col.astype(cd))
-                var = row_new * col_new / jnp.maximum(jnp.mean(row_new, axis=-2, keepdims=True), e1)
+                var = safe_divide(row_new * col_new, jnp.maximum(jnp.mean(row_new, axis=-2, keepdims=True), e1), zero_floor)
                 rows_out, cols_out, nu_out = row_new.astype(row.dtype), col_new.astype(col.dtype), nu
             else:
                 nu_new = nu.astype(cd) + weight * (g2 - nu.astype(cd))
                 var = nu_new
                 rows_out, cols_out, nu_out = row, col, nu_new.astype(nu.dtype)
-            u = g_c * jax.lax.rsqrt(jnp.maximum(var, e1 * e1))
+            u = safe_divide(g_c, jnp.sqrt(jnp.maximum(var, e1 * e1)), zero_floor)
             # Update clipping, and the relative step size max(eps2, RMS(p)).
             scale = jnp.maximum(e2, _rms(p.astype(cd))) * cap / jnp.maximum(1.0, _rms(u) / clip)
             outs.append((u * scale).astype(g.dtype))
@@ -196,7 +207,8 @@ def scale_by_adafactor(
             (pass the same value to ``scale_by_learning_rate``).
         beta2_decay: <= 0.
         eps1: >= 0, or ``None`` for the machine epsilon of each parameter's
-            dtype (torch's default).
+            dtype (torch's default). With ``eps1=0`` a coordinate whose
+            gradient was always 0 gets 0, not torch's NaN.
         eps2: >= 0, the floor on the parameter RMS.
         d: >= 1, the clipping threshold on the update RMS.
         nu_dtype: dtype of the factored and full second moments (default:
@@ -285,7 +297,7 @@ def adafactor(
         [-0.01, -0.01, -0.01]
         >>> [round(x, 6) for x in updates["b"].tolist()]  # RMS(b) = 0: eps2 = 1e-3 instead
         [-1e-05, -1e-05, -1e-05]
-        >>> state.row["w"].shape, state.col["w"].shape, state.nu["w"]
+        >>> state[0].row["w"].shape, state[0].col["w"].shape, state[0].nu["w"]
         ((2, 1), (1, 3), None)
     """
     call = "adafactor"

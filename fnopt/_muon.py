@@ -20,7 +20,7 @@ import optax
 from ._adafactor import _negate
 from ._base import Hyper, Hypers, is_group_tree, next_count, per_group, zero_count
 from ._checks import check_choice, check_flag, is_traced
-from ._common import RULES, check_hypers, compute_dtype, full_like, is_zero, storage_dtype
+from ._common import RULES, check_hypers, compute_dtype, full_like, is_zero, safe_divide, storage_dtype
 from ._elementwise import add_decayed_weights, check_mask, scale_by_learning_rate
 
 # Keller Jordan's coefficients, torch's defaults.
@@ -115,7 +115,7 @@ def orthogonalize(x: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array, steps:
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T
-    x = x / jnp.maximum(jnp.linalg.norm(x), eps)
+    x = safe_divide(x, jnp.maximum(jnp.linalg.norm(x), eps), True)  # eps=0, zero gradient: 0, not NaN
 
     def dot(u, w):
         return jnp.matmul(u, w, precision=jax.lax.Precision.HIGHEST)
@@ -192,7 +192,7 @@ def scale_by_muon(
     """torch ``Muon``'s direction (without the learning rate and the decay):
     ``B_t = B_{t-1} + (1 - momentum)(g_t - B_{t-1})`` (``B_{-1} = 0``), the
     Nesterov blend ``g_t + momentum (B_t - g_t)`` (or ``B_t``),
-    orthogonalized by :func:`orthogonalize` and multiplied by torch's
+    orthogonalized by Newton-Schulz (see :func:`fnopt.muon`) and multiplied by torch's
     shape factor for ``adjust_lr_fn``. Every leaf must be a real matrix.
 
     See :func:`fnopt.muon` for the arguments.
@@ -289,11 +289,11 @@ def muon(
 
     Examples:
         >>> import jax, jax.numpy as jnp, optax, fnopt
-        >>> params = {"w": jnp.eye(3)[:, :2] * 3.0}
-        >>> opt = fnopt.muon(0.1, weight_decay=0.0)
-        >>> updates, state = opt.update({"w": jnp.eye(3)[:, :2]}, opt.init(params), params)
-        >>> jnp.round(updates["w"], 2).tolist()  # orthogonal, singular values near 1, times sqrt(3/2)
-        [[-0.1, 0.0], [0.0, -0.1], [0.0, 0.0]]
+        >>> params = {"w": jnp.asarray([[3.0, 0.0], [0.0, 1.0]])}
+        >>> opt = fnopt.muon(0.1, momentum=0.0, weight_decay=0.0)
+        >>> updates, state = opt.update(params, opt.init(params), params)
+        >>> [[round(x, 3) for x in row] for row in updates["w"].tolist()]  # singular values 3 and 1 pushed toward 1
+        [[-0.075, -0.0], [-0.0, -0.113]]
 
         Biases and other non-matrix parameters with AdamW:
 

@@ -28,7 +28,6 @@ from ._elementwise import scale_by_learning_rate as scale_by_learning_rate
 from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
 from ._muon import ScaleByMuonState as ScaleByMuonState
-from ._muon import orthogonalize as orthogonalize
 from ._muon import scale_by_muon as scale_by_muon
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
@@ -65,7 +64,6 @@ __all__ = [
     "skip_nonfinite",
     "ScaleByAdafactorState",
     "ScaleByMuonState",
-    "orthogonalize",
     "scale_by_adafactor",
     "scale_by_muon",
 ]
