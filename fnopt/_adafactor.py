@@ -257,9 +257,11 @@ def adafactor(
     parameter's dtype for all of them, fnopt each leaf's own). As in torch,
     ``lr`` caps the relative step size and multiplies the decoupled weight
     decay, and the paper's constant 0.01 cap is the default ``lr``. Unlike
-    Optax's and Hugging Face's Adafactor there is no first moment,
-    ``eps1`` enters after the factored estimate (not added to ``g^2``), and
-    every tensor with two or more dimensions is factored whatever its size.
+    Optax's and Hugging Face's Adafactor there is no first-moment option,
+    ``eps1`` enters after the factored estimate (they add it to ``g^2``),
+    and every tensor with two or more dimensions is factored over its last
+    two axes whatever their size (Optax factors the two largest axes, only
+    when both are at least 128).
     torch's ``foreach`` is an implementation switch with the same numbers:
     not needed here. Complex parameters raise ``ValueError``: torch's
     Adafactor has no complex form and neither has this one.

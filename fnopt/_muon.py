@@ -253,7 +253,8 @@ def muon(
     momentum (``1 - beta^t``) and blends Nesterov with bias-corrected
     terms, divides by ``||M||_F + eps`` with ``eps=1e-8`` (torch:
     ``max(||M||_F, eps)``, ``eps=1e-7``), reads shapes as ``(in, out)``
-    (``sqrt(max(1, out/in))``), defaults to ``weight_decay=0`` and routes
+    (``sqrt(max(1, B/A))`` for an ``(A, B)`` array, torch's ratio
+    inverted), defaults to ``weight_decay=0`` and routes
     non-2-D leaves to Adam itself. Without momentum and on a square matrix
     the two give the same update up to rounding. torch's Muon has no
     ``maximize``; fnopt adds it (negates the gradient).
