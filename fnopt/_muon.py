@@ -87,16 +87,14 @@ def _check_matrices(call: str, params: Any) -> None:
 
 
 def _check_ns_steps(call: str, ns_steps: Hyper) -> None:
-    """A concrete ``ns_steps`` must be a whole number (the range is a rule)."""
+    """A concrete ``ns_steps`` (already a valid number by its rule) must be
+    a whole number."""
     leaves = jax.tree.leaves(ns_steps, is_leaf=callable) if is_group_tree(ns_steps) else [ns_steps]
     for leaf in leaves:
-        if callable(leaf) or is_traced(leaf) or isinstance(leaf, (bool, str, bytes)) or leaf is None:
+        if callable(leaf) or is_traced(leaf):
             continue
-        try:
-            whole = np.all(np.asarray(leaf, np.float64) == np.floor(np.asarray(leaf, np.float64)))
-        except (TypeError, ValueError):
-            continue  # not a number: the rule check says so
-        if not whole:
+        value = np.asarray(leaf, np.float64)
+        if not np.all(value == np.floor(value)):
             raise ValueError(f"`{call}(ns_steps=...)` must be a whole number, got {leaf!r}")
 
 
@@ -143,10 +141,10 @@ def _direction(
     if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
         raise ValueError(f"`{call}(ns_coefficients=...)` must be three values (a, b, c), got {ns_coefficients!r}")
     ns_a, ns_b, ns_c = ns_coefficients
-    _check_ns_steps(call, ns_steps)
     hp = Hypers(
         call, {**RULES, **LOCAL_RULES}, momentum=momentum, eps=eps, ns_a=ns_a, ns_b=ns_b, ns_c=ns_c, ns_steps=ns_steps
     )
+    _check_ns_steps(call, ns_steps)
     mu_dtype = storage_dtype(call, mu_dtype)
 
     def init(params):
