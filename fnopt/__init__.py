@@ -17,6 +17,9 @@ from ._lion import lion as lion
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
 from ._prodigy import prodigy as prodigy
+from ._adafactor import adafactor as adafactor
+from ._muon import muon as muon
+from ._muon import muon_labels as muon_labels
 from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
@@ -55,4 +58,7 @@ __all__ = [
     "should_stop",
     "start_cooldown",
     "transforms",
+    "adafactor",
+    "muon",
+    "muon_labels",
 ]

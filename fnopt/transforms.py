@@ -24,6 +24,8 @@ from ._cooldown import CooldownState as CooldownState
 from ._cooldown import cooldown as cooldown
 from ._adabelief import ScaleByBeliefState as ScaleByBeliefState
 from ._adabelief import scale_by_belief as scale_by_belief
+from ._adafactor import ScaleByAdafactorState as ScaleByAdafactorState
+from ._adafactor import scale_by_adafactor as scale_by_adafactor
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
 from ._elementwise import add_weight_decay as add_weight_decay
@@ -33,6 +35,8 @@ from ._lion import ScaleByLionState as ScaleByLionState
 from ._lion import scale_by_lion as scale_by_lion
 from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
+from ._muon import ScaleByMuonState as ScaleByMuonState
+from ._muon import scale_by_muon as scale_by_muon
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
 from ._prodigy import ScaleByProdigyState as ScaleByProdigyState
@@ -84,4 +88,8 @@ __all__ = [
     "schedule_free",
     "scale_by_trust_ratio",
     "skip_nonfinite",
+    "ScaleByAdafactorState",
+    "ScaleByMuonState",
+    "scale_by_adafactor",
+    "scale_by_muon",
 ]

@@ -36,6 +36,10 @@ TABLE = {
     "lamb": (lambda: fnopt.lamb(fnopt.schedules.cosine_decay(0.02, 6000)), 6000),
     "lars": (lambda: fnopt.lars(fnopt.schedules.cosine_decay(0.01, 6000), trust_coefficient=1.0), 6000),
     "adabelief": (lambda: fnopt.adabelief(0.02), 3000),
+    # Adafactor's step is relative (lr * RMS(p)), so it needs a decaying LR to
+    # settle. Muon is for matrices only: its convergence test is a matrix
+    # least-squares problem in tests/test_muon.py.
+    "adafactor": (lambda: fnopt.adafactor(fnopt.schedules.cosine_decay(0.02, 10000)), 10000),
 }
 
 
@@ -80,6 +84,8 @@ TORCH_DEFAULTS = {
     "radam": ("RAdam", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "weight_decay": "weight_decay"}),
     "adagrad": ("Adagrad", {"learning_rate": "lr", "initial_accumulator_value": "initial_accumulator_value", "eps": "eps", "weight_decay": "weight_decay"}),
     "rmsprop": ("RMSprop", {"learning_rate": "lr", "alpha": "alpha", "eps": "eps", "momentum": "momentum", "centered": "centered", "weight_decay": "weight_decay"}),
+    "adafactor": ("Adafactor", {"learning_rate": "lr", "beta2_decay": "beta2_decay", "eps1": ("eps", 0), "eps2": ("eps", 1), "d": "d", "weight_decay": "weight_decay", "maximize": "maximize"}),
+    "muon": ("Muon", {"learning_rate": "lr", "weight_decay": "weight_decay", "momentum": "momentum", "nesterov": "nesterov", "ns_coefficients": "ns_coefficients", "eps": "eps", "ns_steps": "ns_steps", "adjust_lr_fn": "adjust_lr_fn"}),
 }
 
 

@@ -184,6 +184,12 @@ def _multiply(schedules):
     return S.multiply(*schedules)
 
 
+def _with_adamw(muon):
+    """Muon takes matrices only: the run's vector goes to AdamW (the
+    documented recipe)."""
+    return optax.partition({"muon": muon, "adamw": fnopt.adamw()}, fnopt.muon_labels)
+
+
 def _nesterov_ok(kw):
     if kw.get("nesterov"):
         kw["dampening"] = 0.0
@@ -202,6 +208,13 @@ UNIT = num(0.0, 1.0)
 NONNEG = num(0.0, valid=reals(0.0, 10.0))
 LR = NONNEG
 EPS = num(0.0, valid=reals(1e-8, 1.0))  # eps = 0 with a zero gradient is 0/0 (as in torch)
+MUON_ARGS = {
+    "momentum": BETA,
+    "nesterov": flag(),
+    "eps": num(0.0, valid=reals(0.0, 1.0)),
+    "ns_steps": int_count(0, 8),
+    "adjust_lr_fn": choice((None, "original", "match_rms_adamw")),
+}
 STEPS = Arg(counts(1e-3, INT32_MAX), outside(0.0, lo_open=True), required=True)
 DECAY = Arg(reals(1e-20, 1.0).filter(lambda g: g > 0), outside(0.0, 1.0, lo_open=True))
 PCT_OPEN = Arg(reals(1e-6, 1.0, exclude_max=True).filter(lambda p: p > 0), outside(0.0, 1.0, lo_open=True, hi_open=True))
@@ -454,6 +467,17 @@ TRANSFORMS: dict[str, Spec] = {
     ),
     "scale_by_belief": Spec(T.scale_by_belief, {"b1": BETA, "b2": BETA, "eps": EPS, "eps_root": NONNEG, "nesterov": flag()}),
     "scale_by_trust_ratio": Spec(T.scale_by_trust_ratio, {"min_norm": NONNEG, "trust_coefficient": NONNEG, "eps": NONNEG}),
+    "scale_by_adafactor": Spec(
+        T.scale_by_adafactor,
+        {
+            "learning_rate": LR,
+            "beta2_decay": num(None, 0.0, valid=reals(-2.0, 0.0)),
+            "eps1": num(0.0, valid=reals(0.0, 1.0)),
+            "eps2": num(0.0, valid=reals(0.0, 1.0)),
+            "d": num(1.0, valid=reals(1.0, 10.0)),
+        },
+    ),
+    "scale_by_muon": Spec(lambda **kw: _with_adamw(T.scale_by_muon(**kw)), MUON_ARGS),
 }
 
 SF_COMMON = {
@@ -559,6 +583,18 @@ ALIASES: dict[str, Spec] = {
             "weight_decay": NONNEG,
         },
     ),
+    "adafactor": Spec(
+        fnopt.adafactor,
+        {
+            **TRANSFORMS["scale_by_adafactor"].args,
+            "weight_decay": NONNEG,
+            "maximize": flag(),
+        },
+    ),
+    "muon": Spec(
+        lambda **kw: _with_adamw(fnopt.muon(**kw)),
+        {**MUON_ARGS, "learning_rate": LR, "weight_decay": NONNEG, "maximize": flag()},
+    ),
 }
 
 
@@ -590,7 +626,7 @@ def test_the_table_covers_every_public_factory():
     schedules = set(S.__all__) - {"Schedule"}
     transforms = {n for n in T.__all__ if not n.endswith("State") and n != "RecordState"}
     aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "schedule_free_sgd", "schedule_free_adamw",
-               "prodigy", "lion", "lamb", "lars", "adabelief"}
+               "prodigy", "lion", "lamb", "lars", "adabelief", "adafactor", "muon"}
     assert set(SCHEDULES) == schedules
     assert set(TRANSFORMS) == transforms
     assert set(ALIASES) == aliases
