@@ -15,6 +15,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.experimental.shard_alike import shard_alike
 
 from ._base import Hyper, Hypers, _group_leaves, check_hyper, is_group_tree
@@ -191,3 +192,63 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array, may_vanish: bool) 
     if not may_vanish:
         return numerator / denominator
     return jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1), 0)
+
+
+# ------------------------------------------ moments of complex parameters
+# Optax's convention: a first moment keeps the gradient's (complex) dtype, a
+# second moment is an average of |g|^2 = g * conj(g) and is real.
+
+
+def moment_dtype(call: str, name: str, dtype: Any) -> Any:
+    """:func:`storage_dtype` for the argument ``name`` (``mu_dtype``, ``nu_dtype``)."""
+    try:
+        return storage_dtype(call, dtype)
+    except ValueError:
+        raise ValueError(f"`{call}({name}=...)` must be None or a floating dtype, got {dtype!r}") from None
+
+
+def real_dtype(dtype: Any) -> jnp.dtype:
+    """The real dtype of the same precision (``complex64`` -> ``float32``)."""
+    return jnp.dtype(jnp.finfo(dtype).dtype)
+
+
+def moment_like(params: Any, dtype: Any = None, *, real: bool = False) -> Any:
+    """Zero buffers shaped like ``params``. ``real``: a second moment, in the
+    real dtype of each leaf; else a first moment, in the leaf's dtype. A
+    requested ``dtype`` keeps a first moment of a complex leaf complex (at
+    ``dtype``'s precision, at least complex64)."""
+
+    def one(p):
+        own = jnp.result_type(p)
+        if dtype is None:
+            dt = real_dtype(own) if real else own
+        elif jnp.issubdtype(own, jnp.complexfloating) and not real:
+            dt = jax.dtypes.canonicalize_dtype(jnp.complex128 if jnp.dtype(dtype).itemsize > 4 else jnp.complex64)
+        else:
+            dt = dtype
+        return fill_like(p, 0.0, dt)
+
+    return jax.tree.map(one, params)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2``, real for complex ``x``."""
+    if jnp.iscomplexobj(x):
+        return jnp.real(x) * jnp.real(x) + jnp.imag(x) * jnp.imag(x)
+    return x * x
+
+
+def divide_by(numerator: jax.Array, denominator: jax.Array, may_vanish: bool) -> jax.Array:
+    """:func:`safe_divide` by a real, non-negative ``denominator``; the
+    numerator may be complex."""
+    d = denominator.astype(numerator.dtype)
+    if not may_vanish:
+        return numerator / d
+    ok = denominator > 0
+    return jnp.where(ok, numerator / jnp.where(ok, d, 1), 0)
+
+
+def negate_if(maximize: bool) -> optax.GradientTransformation | None:
+    """The first stage of an alias with ``maximize=True`` (torch negates the
+    gradient before anything else, weight decay included), else ``None``."""
+    return optax.scale(-1.0) if maximize else None

@@ -18,6 +18,8 @@ from ._adaptive import scale_by_adagrad as scale_by_adagrad
 from ._adaptive import scale_by_adam as scale_by_adam
 from ._adaptive import scale_by_radam as scale_by_radam
 from ._adaptive import scale_by_rms as scale_by_rms
+from ._adadelta import ScaleByAdadeltaState as ScaleByAdadeltaState
+from ._adadelta import scale_by_adadelta as scale_by_adadelta
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
 from ._elementwise import add_weight_decay as add_weight_decay
@@ -25,8 +27,14 @@ from ._elementwise import clip_by_global_norm as clip_by_global_norm
 from ._elementwise import scale_by_learning_rate as scale_by_learning_rate
 from ._momentum import ScaleByMomentumState as ScaleByMomentumState
 from ._momentum import scale_by_momentum as scale_by_momentum
+from ._nadam import ScaleByAdamaxState as ScaleByAdamaxState
+from ._nadam import ScaleByNadamState as ScaleByNadamState
+from ._nadam import scale_by_adamax as scale_by_adamax
+from ._nadam import scale_by_nadam as scale_by_nadam
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
+from ._rprop import ScaleByRpropState as ScaleByRpropState
+from ._rprop import scale_by_rprop as scale_by_rprop
 from ._stopping import EarlyStoppingState as EarlyStoppingState
 from ._stopping import early_stopping as early_stopping
 from ._wrappers import LookaheadState as LookaheadState
@@ -39,11 +47,15 @@ __all__ = [
     "LookaheadState",
     "RecordState",
     "ReduceOnPlateauState",
+    "ScaleByAdadeltaState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByAdamaxState",
     "ScaleByMomentumState",
+    "ScaleByNadamState",
     "ScaleByRAdamState",
     "ScaleByRmsState",
+    "ScaleByRpropState",
     "SkipNonfiniteState",
     "add_decayed_weights",
     "add_weight_decay",
@@ -51,11 +63,15 @@ __all__ = [
     "early_stopping",
     "lookahead",
     "reduce_on_plateau",
+    "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
     "scale_by_learning_rate",
     "scale_by_momentum",
+    "scale_by_nadam",
     "scale_by_radam",
     "scale_by_rms",
+    "scale_by_rprop",
     "skip_nonfinite",
 ]
