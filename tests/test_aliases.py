@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import fnopt
+from fnopt import schedules
 
 # (alias factory, steps) per alias: the LR is picked per optimizer, as
 # anyone tuning them would; RAdam's un-adapted first steps need a small LR on
@@ -25,6 +26,12 @@ TABLE = {
     "rmsprop": (lambda: fnopt.rmsprop(3e-4, momentum=0.9), 3000),
     "rmsprop-centered": (lambda: fnopt.rmsprop(3e-4, momentum=0.9, centered=True), 5000),
     "ranger": (lambda: fnopt.ranger(5e-3), 10000),
+    "nadam": (lambda: fnopt.nadam(0.01), 5000),
+    "nadamw": (lambda: fnopt.nadam(0.02, weight_decay=1e-4, decoupled_weight_decay=True), 5000),
+    "adamax": (lambda: fnopt.adamax(0.02), 5000),
+    # Adadelta's constant-LR steps keep oscillating across Rosenbrock's valley: anneal them.
+    "adadelta": (lambda: fnopt.adadelta(schedules.cosine_decay(1.0, 10000)), 10000),
+    "rprop": (lambda: fnopt.rprop(1e-3), 3000),
 }
 
 
@@ -69,6 +76,10 @@ TORCH_DEFAULTS = {
     "radam": ("RAdam", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "weight_decay": "weight_decay"}),
     "adagrad": ("Adagrad", {"learning_rate": "lr", "initial_accumulator_value": "initial_accumulator_value", "eps": "eps", "weight_decay": "weight_decay"}),
     "rmsprop": ("RMSprop", {"learning_rate": "lr", "alpha": "alpha", "eps": "eps", "momentum": "momentum", "centered": "centered", "weight_decay": "weight_decay"}),
+    "nadam": ("NAdam", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "momentum_decay": "momentum_decay", "weight_decay": "weight_decay", "decoupled_weight_decay": "decoupled_weight_decay", "maximize": "maximize"}),
+    "adamax": ("Adamax", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "weight_decay": "weight_decay", "maximize": "maximize"}),
+    "adadelta": ("Adadelta", {"learning_rate": "lr", "rho": "rho", "eps": "eps", "weight_decay": "weight_decay", "maximize": "maximize"}),
+    "rprop": ("Rprop", {"learning_rate": "lr", "eta_minus": ("etas", 0), "eta_plus": ("etas", 1), "min_step_size": ("step_sizes", 0), "max_step_size": ("step_sizes", 1), "maximize": "maximize"}),
 }
 
 
