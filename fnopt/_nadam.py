@@ -83,13 +83,16 @@ def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
         t = as_float(state.count) + 1.0
 
         @per_group
-        def schedule(v, _):
-            # Dozat's momentum schedule at t and t + 1, with this step's b1
-            # and momentum_decay (torch's mu and mu_next), and 1 / sqrt(1 - b2^t).
+        def momentum(v, _):
+            # Dozat's momentum schedule at t and t + 1, with this step's b1 and
+            # momentum_decay (torch's mu and mu_next), in the default float dtype.
             b1, psi = v["b1"], v["momentum_decay"]
-            mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
-            mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
-            return mu, mu_next, jax.lax.rsqrt(1 - v["b2"] ** t)
+            return b1 * (1 - 0.5 * 0.96 ** (t * psi)), b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+
+        @per_group
+        def coef(v, dt):
+            b1, b2 = v["b1"], v["b2"]
+            return tuple(x.astype(dt) for x in (b1, 1 - b1, b2, 1 - b2, jax.lax.rsqrt(1 - b2**t), v["eps"]))
 
         # The product mu_1 ... mu_t is kept per leaf, as torch does per param;
         # `h.map` visits the leaves in flattening order.
@@ -98,17 +101,17 @@ def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
         def leaf(v, g, m, n):
             cd = compute_dtype(g)
             rd = real_dtype(cd)
-            mu, mu_next, inv_bc2_sqrt = schedule(v, rd)
+            mu, mu_next = momentum(v, None)
             product = next(products) * mu
-            take_g = (1 - mu) / (1 - product)
-            take_m = mu_next / (1 - product * mu_next)
-            b1, b2 = v["b1"].astype(rd), v["b2"].astype(rd)
+            take_g = ((1 - mu) / (1 - product)).astype(cd)
+            take_m = (mu_next / (1 - product * mu_next)).astype(cd)
+            b1, c1 = coef(v, cd)[:2]  # complex for complex params
+            b2, c2, inv_bc2_sqrt, e = coef(v, rd)[2:]
             g_c = g.astype(cd)
-            m_new = b1.astype(cd) * m.astype(cd) + (1 - b1).astype(cd) * g_c
-            n_new = b2 * n.astype(rd) + (1 - b2) * abs_sq(g_c)
-            denominator = jnp.sqrt(n_new) * inv_bc2_sqrt.astype(rd) + v["eps"].astype(rd)
-            numerator = take_g.astype(cd) * g_c + take_m.astype(cd) * m_new
-            out = divide_by(numerator, denominator, zero_denominator)
+            m_new = b1 * m.astype(cd) + c1 * g_c
+            n_new = b2 * n.astype(rd) + c2 * abs_sq(g_c)
+            denominator = jnp.sqrt(n_new) * inv_bc2_sqrt + e
+            out = divide_by(take_g * g_c + take_m * m_new, denominator, zero_denominator)
             return out.astype(g.dtype), m_new.astype(m.dtype), n_new.astype(n.dtype), product
 
         out, mu, nu, products_new = h.map(leaf, 4, updates, state.mu, state.nu, params=params)
@@ -272,17 +275,18 @@ def _adamax(call, b1, b2, eps, mu_dtype, nu_dtype):
         t = as_float(state.count) + 1.0
 
         @per_group
-        def coef(v, rd):
-            b1 = v["b1"].astype(rd)
-            return b1, 1 - b1, v["b2"].astype(rd), v["eps"].astype(rd), (1 / (1 - v["b1"] ** t)).astype(rd)
+        def coef(v, dt):
+            b1 = v["b1"]
+            return tuple(x.astype(dt) for x in (b1, 1 - b1, 1 / (1 - b1**t), v["b2"], v["eps"]))
 
         def leaf(v, g, m, u):
             cd = compute_dtype(g)
-            b1, c1, b2, e, inv_bc1 = coef(v, real_dtype(cd))
+            b1, c1, inv_bc1 = coef(v, cd)[:3]  # complex for complex params
+            b2, e = coef(v, real_dtype(cd))[3:]
             g_c = g.astype(cd)
-            m_new = b1.astype(cd) * m.astype(cd) + c1.astype(cd) * g_c
+            m_new = b1 * m.astype(cd) + c1 * g_c
             u_new = jnp.maximum(b2 * u.astype(b2.dtype), jnp.abs(g_c) + e)
-            out = divide_by(m_new * inv_bc1.astype(cd), u_new, zero_denominator)
+            out = divide_by(m_new * inv_bc1, u_new, zero_denominator)
             return out.astype(g.dtype), m_new.astype(m.dtype), u_new.astype(u.dtype)
 
         out, mu, nu = h.map(leaf, 3, updates, state.mu, state.nu, params=params)
