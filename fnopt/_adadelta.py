@@ -58,8 +58,9 @@ def _adadelta(call, rho, eps, nu_dtype):
 
     def init(params):
         record = hp.record(zero_count(), params)
-        buffers = moment_like(params, nu_dtype, real=True)
-        return ScaleByAdadeltaState(zero_count(), buffers, buffers, record)
+        # Two distinct buffers (one array in two places could not be donated).
+        square_avg, acc_delta = (moment_like(params, nu_dtype, real=True) for _ in range(2))
+        return ScaleByAdadeltaState(zero_count(), square_avg, acc_delta, record)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

@@ -492,6 +492,17 @@ def test_checkpoint_round_trip_continues_bit_for_bit(name):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.parametrize("name", ALIASES)
+def test_state_can_be_donated(name):
+    """No array appears twice in the state (XLA refuses to donate one buffer twice)."""
+    opt = ALIASES[name]()
+    params = _params(False)
+    step = jax.jit(lambda g, s, p: opt.update(g, s, p), donate_argnums=1)
+    state = opt.init(params)
+    for _ in range(2):
+        _, state = step(_grad_jax(params, 1.0), state, params)
+
+
 @pytest.mark.parametrize("make", [fnopt.nadam, fnopt.adamax])
 def test_bf16_moments_halve_the_state(make):
     params = {"w": jnp.ones((4, 4), jnp.float32)}
