@@ -29,14 +29,20 @@ from ._schedule_free import schedule_free_eval_params as schedule_free_eval_para
 from ._schedule_free import schedule_free_sgd as schedule_free_sgd
 from ._trust_ratio import lamb as lamb
 from ._trust_ratio import lars as lars
+from ._adadelta import adadelta as adadelta
+from ._nadam import adamax as adamax
+from ._nadam import nadam as nadam
+from ._rprop import rprop as rprop
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LRFindResult",
     "adabelief",
+    "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "apply_updates",
     "chain",
@@ -46,6 +52,7 @@ __all__ = [
     "lion",
     "lr_find",
     "prodigy",
+    "nadam",
     "radam",
     "ranger",
     "report",
@@ -53,6 +60,7 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
+    "rprop",
     "schedules",
     "sgd",
     "should_stop",

@@ -26,6 +26,8 @@ from ._adabelief import ScaleByBeliefState as ScaleByBeliefState
 from ._adabelief import scale_by_belief as scale_by_belief
 from ._adafactor import ScaleByAdafactorState as ScaleByAdafactorState
 from ._adafactor import scale_by_adafactor as scale_by_adafactor
+from ._adadelta import ScaleByAdadeltaState as ScaleByAdadeltaState
+from ._adadelta import scale_by_adadelta as scale_by_adadelta
 from ._elementwise import RecordState as RecordState
 from ._elementwise import add_decayed_weights as add_decayed_weights
 from ._elementwise import add_weight_decay as add_weight_decay
@@ -43,6 +45,12 @@ from ._prodigy import ScaleByProdigyState as ScaleByProdigyState
 from ._prodigy import scale_by_prodigy as scale_by_prodigy
 from ._schedule_free import ScheduleFreeState as ScheduleFreeState
 from ._schedule_free import schedule_free as schedule_free
+from ._nadam import ScaleByAdamaxState as ScaleByAdamaxState
+from ._nadam import ScaleByNadamState as ScaleByNadamState
+from ._nadam import scale_by_adamax as scale_by_adamax
+from ._nadam import scale_by_nadam as scale_by_nadam
+from ._rprop import ScaleByRpropState as ScaleByRpropState
+from ._rprop import scale_by_rprop as scale_by_rprop
 from ._stopping import EarlyStoppingState as EarlyStoppingState
 from ._stopping import early_stopping as early_stopping
 from ._trust_ratio import scale_by_trust_ratio as scale_by_trust_ratio
@@ -58,6 +66,7 @@ __all__ = [
     "LookaheadState",
     "RecordState",
     "ReduceOnPlateauState",
+    "ScaleByAdadeltaState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByBeliefState",
@@ -67,6 +76,9 @@ __all__ = [
     "ScaleByRAdamState",
     "ScaleByRmsState",
     "ScheduleFreeState",
+    "ScaleByAdamaxState",
+    "ScaleByNadamState",
+    "ScaleByRpropState",
     "SkipNonfiniteState",
     "accumulate_gradients",
     "add_decayed_weights",
@@ -76,9 +88,11 @@ __all__ = [
     "early_stopping",
     "lookahead",
     "reduce_on_plateau",
+    "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_belief",
+    "scale_by_adamax",
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_momentum",
@@ -87,6 +101,8 @@ __all__ = [
     "scale_by_rms",
     "schedule_free",
     "scale_by_trust_ratio",
+    "scale_by_nadam",
+    "scale_by_rprop",
     "skip_nonfinite",
     "ScaleByAdafactorState",
     "ScaleByMuonState",

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import fnopt
+from fnopt import schedules
 
 # (alias factory, steps) per alias: the LR is picked per optimizer, as
 # anyone tuning them would; RAdam's un-adapted first steps need a small LR on
@@ -40,6 +41,12 @@ TABLE = {
     # settle. Muon is for matrices only: its convergence test is a matrix
     # least-squares problem in tests/test_muon.py.
     "adafactor": (lambda: fnopt.adafactor(fnopt.schedules.cosine_decay(0.02, 10000)), 10000),
+    "nadam": (lambda: fnopt.nadam(0.01), 5000),
+    "nadamw": (lambda: fnopt.nadam(0.02, weight_decay=1e-4, decoupled_weight_decay=True), 5000),
+    "adamax": (lambda: fnopt.adamax(0.02), 5000),
+    # Adadelta's constant-LR steps keep oscillating across Rosenbrock's valley: anneal them.
+    "adadelta": (lambda: fnopt.adadelta(schedules.cosine_decay(1.0, 10000)), 10000),
+    "rprop": (lambda: fnopt.rprop(1e-3), 3000),
 }
 
 
@@ -86,6 +93,10 @@ TORCH_DEFAULTS = {
     "rmsprop": ("RMSprop", {"learning_rate": "lr", "alpha": "alpha", "eps": "eps", "momentum": "momentum", "centered": "centered", "weight_decay": "weight_decay"}),
     "adafactor": ("Adafactor", {"learning_rate": "lr", "beta2_decay": "beta2_decay", "eps1": ("eps", 0), "eps2": ("eps", 1), "d": "d", "weight_decay": "weight_decay", "maximize": "maximize"}),
     "muon": ("Muon", {"learning_rate": "lr", "weight_decay": "weight_decay", "momentum": "momentum", "nesterov": "nesterov", "ns_coefficients": "ns_coefficients", "eps": "eps", "ns_steps": "ns_steps", "adjust_lr_fn": "adjust_lr_fn"}),
+    "nadam": ("NAdam", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "momentum_decay": "momentum_decay", "weight_decay": "weight_decay", "decoupled_weight_decay": "decoupled_weight_decay", "maximize": "maximize"}),
+    "adamax": ("Adamax", {"learning_rate": "lr", "b1": ("betas", 0), "b2": ("betas", 1), "eps": "eps", "weight_decay": "weight_decay", "maximize": "maximize"}),
+    "adadelta": ("Adadelta", {"learning_rate": "lr", "rho": "rho", "eps": "eps", "weight_decay": "weight_decay", "maximize": "maximize"}),
+    "rprop": ("Rprop", {"learning_rate": "lr", "eta_minus": ("etas", 0), "eta_plus": ("etas", 1), "min_step_size": ("step_sizes", 0), "max_step_size": ("step_sizes", 1), "maximize": "maximize"}),
 }
 
 

@@ -215,6 +215,21 @@ MUON_ARGS = {
     "ns_steps": int_count(0, 8),
     "adjust_lr_fn": choice((None, "original", "match_rms_adamw")),
 }
+RPROP = {
+    "learning_rate": NONNEG,
+    "eta_minus": Arg(reals(1e-3, 1.0, exclude_max=True).filter(lambda x: x > 0), outside(0.0, 1.0, lo_open=True, hi_open=True)),
+    "eta_plus": Arg(reals(1.0, 10.0).filter(lambda x: x > 1), outside(1.0, lo_open=True)),
+    "min_step_size": num(0.0, valid=reals(0.0, 1.0)),
+    "max_step_size": num(0.0, valid=reals(1.0, 100.0)),
+}
+RPROP_COMBOS = (("max_step_size", reals(0.0, 1.0).map(lambda hi: {"min_step_size": hi + 1.0, "max_step_size": hi})),)
+
+
+def _rprop_ok(kw):
+    if kw.get("min_step_size", 0.0) > kw.get("max_step_size", 50.0):
+        kw["min_step_size"] = 0.0
+    return kw
+
 STEPS = Arg(counts(1e-3, INT32_MAX), outside(0.0, lo_open=True), required=True)
 DECAY = Arg(reals(1e-20, 1.0).filter(lambda g: g > 0), outside(0.0, 1.0, lo_open=True))
 PCT_OPEN = Arg(reals(1e-6, 1.0, exclude_max=True).filter(lambda p: p > 0), outside(0.0, 1.0, lo_open=True, hi_open=True))
@@ -478,6 +493,10 @@ TRANSFORMS: dict[str, Spec] = {
         },
     ),
     "scale_by_muon": Spec(lambda **kw: _with_adamw(T.scale_by_muon(**kw)), MUON_ARGS),
+    "scale_by_nadam": Spec(T.scale_by_nadam, {"b1": BETA, "b2": BETA, "eps": EPS, "momentum_decay": NONNEG}),
+    "scale_by_adamax": Spec(T.scale_by_adamax, {"b1": BETA, "b2": BETA, "eps": EPS}),
+    "scale_by_adadelta": Spec(T.scale_by_adadelta, {"rho": UNIT, "eps": EPS}),
+    "scale_by_rprop": Spec(T.scale_by_rprop, RPROP, RPROP_COMBOS, _rprop_ok),
 }
 
 SF_COMMON = {
@@ -595,6 +614,28 @@ ALIASES: dict[str, Spec] = {
         lambda **kw: _with_adamw(fnopt.muon(**kw)),
         {**MUON_ARGS, "learning_rate": LR, "weight_decay": NONNEG, "maximize": flag()},
     ),
+    "nadam": Spec(
+        fnopt.nadam,
+        {
+            "learning_rate": LR,
+            "b1": BETA,
+            "b2": BETA,
+            "eps": EPS,
+            "momentum_decay": NONNEG,
+            "weight_decay": NONNEG,
+            "decoupled_weight_decay": flag(),
+            "maximize": flag(),
+        },
+    ),
+    "adamax": Spec(
+        fnopt.adamax,
+        {"learning_rate": LR, "b1": BETA, "b2": BETA, "eps": EPS, "weight_decay": NONNEG, "maximize": flag()},
+    ),
+    "adadelta": Spec(
+        fnopt.adadelta,
+        {"learning_rate": LR, "rho": UNIT, "eps": EPS, "weight_decay": NONNEG, "maximize": flag()},
+    ),
+    "rprop": Spec(fnopt.rprop, {**RPROP, "maximize": flag()}, RPROP_COMBOS, _rprop_ok),
 }
 
 
@@ -626,7 +667,7 @@ def test_the_table_covers_every_public_factory():
     schedules = set(S.__all__) - {"Schedule"}
     transforms = {n for n in T.__all__ if not n.endswith("State") and n != "RecordState"}
     aliases = {"sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "schedule_free_sgd", "schedule_free_adamw",
-               "prodigy", "lion", "lamb", "lars", "adabelief", "adafactor", "muon"}
+               "prodigy", "lion", "lamb", "lars", "adabelief", "adafactor", "muon", "nadam", "adamax", "adadelta", "rprop"}
     assert set(SCHEDULES) == schedules
     assert set(TRANSFORMS) == transforms
     assert set(ALIASES) == aliases
@@ -773,6 +814,11 @@ FLAGS = [
     ("lars", lambda v: fnopt.lars(0.1, nesterov=v), "nesterov"),
     ("adabelief", lambda v: fnopt.adabelief(0.1, nesterov=v), "nesterov"),
     ("scale_by_belief", lambda v: T.scale_by_belief(nesterov=v), "nesterov"),
+    ("nadam", lambda v: fnopt.nadam(decoupled_weight_decay=v), "decoupled_weight_decay"),
+    ("nadam", lambda v: fnopt.nadam(maximize=v), "maximize"),
+    ("adamax", lambda v: fnopt.adamax(maximize=v), "maximize"),
+    ("adadelta", lambda v: fnopt.adadelta(maximize=v), "maximize"),
+    ("rprop", lambda v: fnopt.rprop(maximize=v), "maximize"),
 ]
 
 
@@ -798,6 +844,8 @@ def test_static_switches_must_be_bools(name, make, flag_name):
         pytest.param(lambda: fnopt.lamb(0.1, mu_dtype="foo"), id="lamb"),
         pytest.param(lambda: fnopt.lars(0.1, mu_dtype="foo"), id="lars"),
         pytest.param(lambda: fnopt.adabelief(0.1, mu_dtype="foo"), id="adabelief"),
+        pytest.param(lambda: T.scale_by_nadam(mu_dtype="foo"), id="scale_by_nadam"),
+        pytest.param(lambda: T.scale_by_adamax(mu_dtype="foo"), id="scale_by_adamax"),
     ],
 )
 def test_bad_mu_dtype_is_a_value_error(make):
@@ -825,6 +873,10 @@ STATEFUL = {
     "lamb": lambda: fnopt.lamb(0.1, weight_decay=0.1),
     "lars": lambda: fnopt.lars(0.1, 0.1),
     "adabelief": lambda: fnopt.adabelief(0.1),
+    "nadam": lambda: fnopt.nadam(weight_decay=0.1),
+    "adamax": fnopt.adamax,
+    "adadelta": fnopt.adadelta,
+    "rprop": fnopt.rprop,
 }
 WRONG_TREES = {
     "missing_key": {"w": jnp.ones((2, 3), FLOAT)},
