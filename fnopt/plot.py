@@ -104,13 +104,30 @@ def schedules(
     return fig
 
 
-def lr_find(result, *, path: str | None = None, skip_end: int = 5):
-    """Plots an LR range test: smoothed loss against LR on a log axis, with
-    the suggested learning rates marked.
+# One style per suggestion: hollow markers of decreasing size, so that two
+# suggestions at (nearly) the same LR show as concentric rings, each in the legend.
+_SUGGESTION_STYLE = {
+    "valley": ("o", 12), "steep": ("s", 10), "minimum": ("D", 7), "slide": ("^", 6),
+}
+
+
+def lr_find(result, *, path: str | None = None, title: str | None = None, mark: float | None = None,
+            skip_end: int = 5):
+    """Plots an LR range test: smoothed loss against LR on a log axis, each
+    suggestion labelled in the legend with its value.
+
+    The part of the record the suggestions considered is drawn solid; the
+    parts they skip (the first tenth, and what follows the lowest loss) are
+    drawn faint. The y axis is bounded by the considered part, so a blow-up
+    at the end does not flatten the curve.
 
     Args:
         result: an :class:`fnopt.LRFindResult` (from :func:`fnopt.lr_find`).
         path: if given, the figure is saved there as PNG.
+        title: figure title; by default "LR range test", followed by the
+            optimizer's name when ``result.optimizer`` knows it.
+        mark: a learning rate to mark with a vertical line (e.g. the one
+            chosen as a one-cycle peak), labelled with its value.
         skip_end: trailing points left out, as fastai's ``plot_lr_find``
             does (the divergence spike would flatten the curve).
 
@@ -120,17 +137,30 @@ def lr_find(result, *, path: str | None = None, skip_end: int = 5):
     lrs, losses = np.asarray(result.lrs), np.asarray(result.losses)
     if skip_end and len(lrs) > skip_end + 1:
         lrs, losses = lrs[:-skip_end], losses[:-skip_end]
+    start, stop = result.considered
     fig = _figure()
     ax = fig.add_subplot()
-    ax.plot(lrs, losses, label="smoothed loss")
+    ax.plot(lrs, losses, color="C0", alpha=0.35, label="smoothed loss (not considered)")
+    ax.plot(lrs[start:stop], losses[start:stop], color="C0", label="smoothed loss (considered)")
     for i, (name, lr) in enumerate(result.suggestions.items()):
-        y = np.interp(np.log(lr), np.log(lrs), losses) if len(lrs) else np.nan
-        ax.plot([lr], [y], "o", color=f"C{i + 1}", label=f"{name}: {lr:.2e}")
+        marker, size = _SUGGESTION_STYLE.get(name, ("v", 6))
+        y = np.interp(np.log(lr), np.log(lrs), losses)
+        ax.plot([lr], [y], marker, ms=size, mfc="none", mew=2, color=f"C{i + 1}", label=f"{name}: {lr:.3g}")
+    if mark is not None:
+        ax.axvline(mark, color="k", ls="--", lw=1, label=f"chosen: {mark:.3g}")
+    shown = losses[start:stop] if stop - start >= 2 else losses
+    shown = shown[np.isfinite(shown)]
+    if shown.size:
+        low, high = float(shown.min()), float(shown.max())
+        pad = 0.1 * (high - low) or 0.1 * abs(high) or 0.1
+        ax.set_ylim(low - pad, high + 3 * pad)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (smoothed)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    fig.set_figheight(4.6)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small")
+    ax.set_title(title if title is not None else "LR range test" + (f": {result.optimizer}" if result.optimizer else ""))
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
