@@ -163,10 +163,15 @@ def test_considered_window_of_a_real_sweep_ends_at_the_lowest_smoothed_loss():
         assert lr < limit, name
 
 
-def test_peak_is_the_steep_suggestion_and_the_optimizer_is_named():
+def test_peak_is_halfway_between_steep_and_the_lowest_loss_and_the_optimizer_is_named():
     loss_fn, params, batches, _ = _least_squares()
     named = lr_find(loss_fn, params, batches, fnopt.sgd, start_lr=1e-5, end_lr=10.0)
-    assert named.peak == named.suggestions["steep"]
+    lrs, losses = np.asarray(named.lrs, np.float64), np.asarray(named.losses, np.float64)
+    start, stop = 10, len(lrs) - 5  # fastai's trim of a 100-step sweep
+    lowest = start + int(np.argmin(losses[start:stop]))
+    slopes = np.diff(losses[start : lowest + 1]) / np.diff(np.log(lrs[start : lowest + 1]))
+    steepest = lrs[start + int(np.argmin(slopes))]
+    assert named.peak == pytest.approx(np.sqrt(steepest * lrs[lowest]), rel=1e-12)
     assert named.optimizer == "sgd"
     partial = lr_find(loss_fn, params, batches, functools.partial(fnopt.adam, b1=0.8), start_lr=1e-5, end_lr=10.0)
     assert partial.optimizer == "adam"
@@ -217,6 +222,7 @@ def test_plot_titles_labels_and_marks(tmp_path):
     for name, lr in result.suggestions.items():
         assert f"{name}: {lr:.3g}" in labels
     assert f"chosen: {result.peak:.3g}" in labels
+    assert f"peak (one-cycle / WSD): {result.peak:.3g}" in labels
     (marked,) = [line for line in ax.get_lines() if line.get_label().startswith("chosen")]
     assert marked.get_xdata()[0] == result.peak
     # Every suggestion has its own marker shape, so coinciding ones stay visible.
