@@ -8,14 +8,22 @@ compiled program per recipe):
    validation loss every epoch),
 2. Adam at its default learning rate,
 3. SGD + cosine warm restarts (SGDR),
-4. SGD + one-cycle with inverse momentum, peak LR from the LR range test,
+4. SGD + one-cycle with inverse momentum, peak LR from the LR range test
+   (``LRFindResult.peak``),
 5. Adam + one-cycle (b1 cycling), peak LR from the LR range test,
-6. fastai's ``fit_one_cycle`` (AdamW, ``combined_cos`` for LR and b1).
+6. fastai's ``fit_one_cycle`` (AdamW, ``combined_cos`` for LR and b1), with
+   Adam's range-test peak.
 
-Prints a table (final test accuracy mean +- std, steps to reach 94% test
-accuracy — the CNN accuracy published for MNIST-1D —, wall time) and writes
-PNGs of the schedules, the LR range tests and test accuracy vs step to
-``--out``. MNIST-1D is generated locally by the ``mnist1d`` package.
+It says what it does as it goes (data, the two LR range tests with their
+suggestions, a progress bar per recipe; ``--no-progress`` prints one line per
+recipe instead). Prints a table (final test accuracy mean +- std, steps to
+reach 94% test accuracy — the CNN accuracy published for MNIST-1D —, wall
+time; a row that stopped early says at which step, per seed) and writes to
+``--out``: ``schedules.png`` (one panel per recipe, the plateau recipe showing
+the LR cuts it really made), ``lr_find_sgd.png`` / ``lr_find_adam.png`` (the
+range tests, the chosen peak marked) and ``accuracy.png`` (test accuracy vs
+step, with a zoom on the last 30 % of the run). MNIST-1D is generated locally
+by the ``mnist1d`` package.
 
     python examples/compare_schedules.py            # default: a few minutes on 2 CPU cores
     python examples/compare_schedules.py --full     # the longer, paper-sized run
@@ -109,6 +117,7 @@ class Recipe(NamedTuple):
     lr: Callable | None  # schedules for the picture
     momentum: Callable | None
     reports: bool = False  # fed the validation loss each epoch
+    momentum_name: str = "momentum"  # "b1" for Adam
 
 
 def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Recipe]:
@@ -131,7 +140,7 @@ def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Re
             S.constant(0.9),
             reports=True,
         ),
-        Recipe("Adam (lr 1e-3)", fnopt.adam(1e-3), S.constant(1e-3), S.constant(0.9)),
+        Recipe("Adam (lr 1e-3)", fnopt.adam(1e-3), S.constant(1e-3), S.constant(0.9), momentum_name="b1"),
         Recipe("SGD + SGDR", fnopt.sgd(sgdr_lr, momentum=0.9), sgdr_lr, S.constant(0.9)),
         Recipe(
             "SGD + one-cycle",
@@ -139,12 +148,14 @@ def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Re
             sgd_cycle,
             cycle_momentum,
         ),
-        Recipe("Adam + one-cycle", fnopt.adam(adam_cycle, b1=cycle_momentum), adam_cycle, cycle_momentum),
+        Recipe("Adam + one-cycle", fnopt.adam(adam_cycle, b1=cycle_momentum), adam_cycle, cycle_momentum,
+               momentum_name="b1"),
         Recipe(
             "fastai fit_one_cycle",
             fnopt.adamw(fastai_lr, b1=fastai_b1, b2=0.99, eps=1e-5, weight_decay=0.01),
             fastai_lr,
             fastai_b1,
+            momentum_name="b1",
         ),
     ]
 
@@ -204,6 +215,7 @@ def train(recipe: Recipe, data, seeds, epochs: int, batch_size: int, progress: b
                 if stopped_at[i] is None:
                     stopped_at[i] = steps[-1]
             if stop.all():
+                bar.set_postfix_str(f"early-stopped, test acc {100 * curve[-1].mean():.1f} %")
                 break
     jax.block_until_ready(params)
     bar.close()
@@ -275,9 +287,8 @@ def table(results) -> str:
         hits = [s for s in steps_to_target(r["steps"], r["accuracy"]) if s is not None]
         n = len(r["accuracy"])
         reach = f"{np.mean(hits):.0f} ({len(hits)}/{n})" if hits else f"— (0/{n})"
-        stopped = [s for s in r["stopped_at"] if s is not None]
-        if stopped:
-            name += f" (stopped at step {' / '.join(str(s) for s in r['stopped_at'] if s is not None)})"
+        if any(s is not None for s in r["stopped_at"]):  # per seed; "—" for a seed that ran to the end
+            name += f" (stopped at step {' / '.join('—' if s is None else str(s) for s in r['stopped_at'])})"
         lines.append(
             f"| {name} | {100 * final.mean():.2f} ± {100 * final.std():.2f} % | {reach} | {r['seconds']:.1f} s |"
         )
@@ -300,8 +311,7 @@ def plot_schedules(recipes, results, total_steps: int, steps_per_epoch: int, pat
         if any(stopped_at):  # drawn up to the last early stop, as the LR is
             last = max(stop or total_steps for stop in stopped_at)
             momentum = lambda step, m=recipe.momentum, last=last: np.where(step <= last, m(step), np.nan)  # noqa: E731
-        momentum_name = "b1" if "Adam" in recipe.name or "fastai" in recipe.name else "momentum"
-        panels[recipe.name] = (lr, {momentum_name: momentum})
+        panels[recipe.name] = (lr, {recipe.momentum_name: momentum})
     plot.schedule_panels(
         panels, total_steps, title="Learning rate (solid, left axis) and momentum / Adam b1 (dashed, right axis)",
         path=path,
