@@ -338,7 +338,8 @@ def plot_accuracy(results, path, zoom_from: float = 0.7):
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
     full, zoom = fig.subplots(1, 2, width_ratios=(1.6, 1.0))
     last = max(int(r["steps"][-1]) for r in results.values())
-    lows = []
+    tails = {}  # name -> (lowest, highest, final) mean accuracy in the zoomed range
+    outside = []  # recipes the zoom does not show
     for k, (name, r) in enumerate(results.items()):
         mean, std = r["accuracy"].mean(0), r["accuracy"].std(0)
         for ax in (full, zoom):
@@ -348,7 +349,10 @@ def plot_accuracy(results, path, zoom_from: float = 0.7):
             for ax in (full, zoom):
                 ax.plot(r["steps"][-1:], mean[-1:], "X", color=f"C{k}", ms=8)
         tail = mean[r["steps"] >= zoom_from * last]
-        lows.append(tail.min() if tail.size else mean[-1])
+        if tail.size:
+            tails[name] = (float(tail.min()), float(tail.max()), float(mean[-1]))
+        else:
+            outside.append(f"{name}:\n  {100 * mean[-1]:.1f} %, ended at step {r['steps'][-1]}")
     for ax in (full, zoom):
         ax.axhline(TARGET_ACCURACY, color="k", lw=0.9, ls=":")
         ax.grid(alpha=0.3)
@@ -356,8 +360,16 @@ def plot_accuracy(results, path, zoom_from: float = 0.7):
     full.text(0.02, TARGET_ACCURACY + 0.005, f"target {100 * TARGET_ACCURACY:.0f} % (MNIST-1D's published CNN)",
               transform=full.get_yaxis_transform(), fontsize="small", va="bottom")
     full.set(ylabel="test accuracy", ylim=(0.5, 1.0), title="whole run")
-    zoom.set(xlim=(zoom_from * last, last * 1.01), ylim=(max(0.5, min(lows) - 0.01), 1.0 if max(lows) > 0.985 else max(lows) + 0.03),
+    # The zoom shows the recipes that end near the target; the others are named in it.
+    floor = TARGET_ACCURACY - 0.05
+    near = [low for low, high, _ in tails.values() if high >= floor] or [floor]
+    top = max([high for _, high, _ in tails.values()] + [TARGET_ACCURACY])
+    zoom.set(xlim=(zoom_from * last, last), ylim=(max(min(near), floor) - 0.005, top + 0.01),
              title=f"zoom: last {100 * (1 - zoom_from):.0f} % of the steps")
+    outside += [f"{name}:\n  {100 * final:.1f} % (below)" for name, (_, high, final) in tails.items() if high < floor]
+    if outside:
+        zoom.text(0.02, 0.02, "not in this view:\n" + "\n".join(outside), transform=zoom.transAxes,
+                  fontsize="small", va="bottom", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     handles, labels = full.get_legend_handles_labels()
     from matplotlib.lines import Line2D
 

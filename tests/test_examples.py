@@ -39,7 +39,7 @@ def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_
     assert lines[0].startswith("Generating MNIST-1D")
     assert [line.split(",")[1].split(":")[0].strip() for line in lines if line.startswith("LR range test")] == [
         "SGD (momentum 0.9)", "Adam"]
-    assert sum(line.strip().endswith("...") for line in lines) == 6  # one line per recipe as it starts
+    assert sum(line.startswith("  ") and line.endswith(" ...") for line in lines) == 6  # one per recipe as it starts
     assert saved["one_cycle_peak"]["sgd"] > saved["lr_find"]["sgd"]["steep"]
 
 
