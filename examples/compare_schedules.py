@@ -8,14 +8,22 @@ compiled program per recipe):
    validation loss every epoch),
 2. Adam at its default learning rate,
 3. SGD + cosine warm restarts (SGDR),
-4. SGD + one-cycle with inverse momentum, peak LR from the LR range test,
+4. SGD + one-cycle with inverse momentum, peak LR from the LR range test
+   (``LRFindResult.peak``),
 5. Adam + one-cycle (b1 cycling), peak LR from the LR range test,
-6. fastai's ``fit_one_cycle`` (AdamW, ``combined_cos`` for LR and b1).
+6. fastai's ``fit_one_cycle`` (AdamW, ``combined_cos`` for LR and b1), with
+   Adam's range-test peak.
 
-Prints a table (final test accuracy mean +- std, steps to reach 94% test
-accuracy — the CNN accuracy published for MNIST-1D —, wall time) and writes
-PNGs of the schedules, the LR range tests and test accuracy vs step to
-``--out``. MNIST-1D is generated locally by the ``mnist1d`` package.
+It says what it does as it goes (data, the two LR range tests with their
+suggestions, a progress bar per recipe; ``--no-progress`` prints one line per
+recipe instead). Prints a table (final test accuracy mean +- std, steps to
+reach 94% test accuracy — the CNN accuracy published for MNIST-1D —, wall
+time; a row that stopped early says at which step, per seed) and writes to
+``--out``: ``schedules.png`` (one panel per recipe, the plateau recipe showing
+the LR cuts it really made), ``lr_find_sgd.png`` / ``lr_find_adam.png`` (the
+range tests, the chosen peak marked) and ``accuracy.png`` (test accuracy vs
+step, with a zoom on the last 30 % of the run). MNIST-1D is generated locally
+by the ``mnist1d`` package.
 
     python examples/compare_schedules.py            # default: a few minutes on 2 CPU cores
     python examples/compare_schedules.py --full     # the longer, paper-sized run
@@ -109,6 +117,7 @@ class Recipe(NamedTuple):
     lr: Callable | None  # schedules for the picture
     momentum: Callable | None
     reports: bool = False  # fed the validation loss each epoch
+    momentum_name: str = "momentum"  # "b1" for Adam
 
 
 def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Recipe]:
@@ -131,7 +140,7 @@ def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Re
             S.constant(0.9),
             reports=True,
         ),
-        Recipe("Adam (lr 1e-3)", fnopt.adam(1e-3), S.constant(1e-3), S.constant(0.9)),
+        Recipe("Adam (lr 1e-3)", fnopt.adam(1e-3), S.constant(1e-3), S.constant(0.9), momentum_name="b1"),
         Recipe("SGD + SGDR", fnopt.sgd(sgdr_lr, momentum=0.9), sgdr_lr, S.constant(0.9)),
         Recipe(
             "SGD + one-cycle",
@@ -139,12 +148,14 @@ def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Re
             sgd_cycle,
             cycle_momentum,
         ),
-        Recipe("Adam + one-cycle", fnopt.adam(adam_cycle, b1=cycle_momentum), adam_cycle, cycle_momentum),
+        Recipe("Adam + one-cycle", fnopt.adam(adam_cycle, b1=cycle_momentum), adam_cycle, cycle_momentum,
+               momentum_name="b1"),
         Recipe(
             "fastai fit_one_cycle",
             fnopt.adamw(fastai_lr, b1=fastai_b1, b2=0.99, eps=1e-5, weight_decay=0.01),
             fastai_lr,
             fastai_b1,
+            momentum_name="b1",
         ),
     ]
 
@@ -157,8 +168,10 @@ def epoch_batches(key, num_examples: int, batch_size: int):
     return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
 
-def train(recipe: Recipe, data, seeds, epochs: int, batch_size: int, progress=None):
-    """Trains one model per seed (vmapped) and returns accuracy curves."""
+def train(recipe: Recipe, data, seeds, epochs: int, batch_size: int, progress: bool = True):
+    """Trains one model per seed (vmapped) and returns accuracy curves, the step
+    at which each seed stopped early (None if it did not), and for recipes that
+    report a metric the effective learning rate after each epoch."""
     x_tr, y_tr = (jnp.asarray(a) for a in data["train"])
     x_val, y_val = (jnp.asarray(a) for a in data["val"])
     x_te, y_te = (jnp.asarray(a) for a in data["test"])
@@ -183,7 +196,9 @@ def train(recipe: Recipe, data, seeds, epochs: int, batch_size: int, progress=No
     params = jax.vmap(init_cnn)(keys)
     state = jax.vmap(opt.init)(params)
     steps_per_epoch = len(data["train"][0]) // batch_size
-    curve, steps = [], []
+    curve, steps, lrs = [], [], []
+    stopped_at = [None] * len(seeds)
+    bar = _progress(epochs, recipe.name, progress)
     start = time.perf_counter()
     for epoch in range(epochs):
         epoch_keys = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
@@ -191,14 +206,54 @@ def train(recipe: Recipe, data, seeds, epochs: int, batch_size: int, progress=No
         params, state, acc = run_epoch(params, state, order)
         curve.append(np.asarray(acc))
         steps.append((epoch + 1) * steps_per_epoch)
-        if progress is not None:
-            progress.update(1)
-        if recipe.reports and bool(np.all(np.asarray(fnopt.should_stop(state)))):
-            if progress is not None:
-                progress.update(epochs - epoch - 1)
-            break
+        bar.update(1)
+        bar.set_postfix_str(f"test acc {100 * curve[-1].mean():.1f} %")
+        if recipe.reports:
+            lrs.append(np.asarray(fnopt.hyperparams(state)["effective_learning_rate"]))
+            stop = np.asarray(fnopt.should_stop(state))
+            for i in np.flatnonzero(stop):
+                if stopped_at[i] is None:
+                    stopped_at[i] = steps[-1]
+            if stop.all():
+                bar.set_postfix_str(f"early-stopped, test acc {100 * curve[-1].mean():.1f} %")
+                break
     jax.block_until_ready(params)
-    return {"steps": np.asarray(steps), "accuracy": np.stack(curve, axis=1), "seconds": time.perf_counter() - start}
+    bar.close()
+    return {
+        "steps": np.asarray(steps),
+        "accuracy": np.stack(curve, axis=1),
+        "seconds": time.perf_counter() - start,
+        "stopped_at": stopped_at,
+        "effective_lr": np.stack(lrs, axis=1) if lrs else None,
+    }
+
+
+class _Quiet:
+    """Stands in for a tqdm bar under ``--no-progress`` (or without tqdm)."""
+
+    def __init__(self, name):
+        self.name, self.start, self.last = name, time.perf_counter(), ""
+        print(f"  {name} ...", flush=True)
+
+    def update(self, n):
+        pass
+
+    def set_postfix_str(self, text):
+        self.last = text
+
+    def close(self):
+        print(f"  {self.name}: done in {time.perf_counter() - self.start:.1f} s ({self.last})", flush=True)
+
+
+def _progress(epochs: int, name: str, enabled: bool):
+    if enabled:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover - tqdm is in the examples extra
+            pass
+        else:
+            return tqdm(total=epochs, desc=f"  {name}", unit="epoch", leave=True, dynamic_ncols=True)
+    return _Quiet(name)
 
 
 def steps_to_target(steps, accuracy):
@@ -219,26 +274,6 @@ def range_test(data, make_optimizer, batch_size: int, num_steps: int = 100):
     return fnopt.lr_find(loss_fn, params, batches, make_optimizer, start_lr=1e-5, end_lr=10.0, num_steps=num_steps)
 
 
-def one_cycle_peak(result) -> float:
-    """The one-cycle peak read off an LR range test: fastai's ``steep`` rule
-    (largest fall of the smoothed loss per log-LR) applied to the part of the
-    curve before the loss minimum, skipping the first tenth as fastai does.
-
-    Smith's advice is a peak where the loss still falls fastest, before it
-    turns up; fastai's ``valley``/``minimum`` are meant for fine-tuning and
-    land an order of magnitude lower here, and plain ``steep`` can pick the
-    noise after divergence.
-    """
-    lrs, losses = np.asarray(result.lrs), np.asarray(result.losses)
-    start = len(lrs) // 10
-    stop = start + int(np.argmin(losses[start:])) + 1
-    lrs, losses = lrs[start:stop], losses[start:stop]
-    if len(lrs) < 2:
-        return float(result.suggestions["valley"])
-    slopes = np.diff(losses) / np.diff(np.log(lrs))
-    return float(lrs[int(np.argmin(slopes))])
-
-
 # ---------------------------------------------------------------- report
 
 
@@ -252,25 +287,96 @@ def table(results) -> str:
         hits = [s for s in steps_to_target(r["steps"], r["accuracy"]) if s is not None]
         n = len(r["accuracy"])
         reach = f"{np.mean(hits):.0f} ({len(hits)}/{n})" if hits else f"— (0/{n})"
+        if any(s is not None for s in r["stopped_at"]):  # per seed; "—" for a seed that ran to the end
+            name += f" (stopped at step {' / '.join('—' if s is None else str(s) for s in r['stopped_at'])})"
         lines.append(
             f"| {name} | {100 * final.mean():.2f} ± {100 * final.std():.2f} % | {reach} | {r['seconds']:.1f} s |"
         )
     return "\n".join(lines)
 
 
-def plot_accuracy(results, path):
+def plot_schedules(recipes, results, total_steps: int, steps_per_epoch: int, path: str):
+    """One panel per recipe (fnopt.plot.schedule_panels); a recipe that reports
+    a metric shows the learning rate it really ran at, after plateau cuts."""
+    from fnopt import plot
+
+    panels = {}
+    for recipe in recipes:
+        lr = {"learning rate": recipe.lr}
+        recorded, stopped_at = results[recipe.name]["effective_lr"], results[recipe.name]["stopped_at"]
+        if recorded is not None:  # each seed's LR per epoch, up to its early stop
+            lr = {f"LR after cuts, seed {i}": _per_epoch(lrs[: (stop or total_steps) // steps_per_epoch], steps_per_epoch)
+                  for i, (lrs, stop) in enumerate(zip(recorded, stopped_at))}
+        momentum = recipe.momentum
+        if any(stopped_at):  # drawn up to the last early stop, as the LR is
+            last = max(stop or total_steps for stop in stopped_at)
+            momentum = lambda step, m=recipe.momentum, last=last: np.where(step <= last, m(step), np.nan)  # noqa: E731
+        panels[recipe.name] = (lr, {recipe.momentum_name: momentum})
+    plot.schedule_panels(
+        panels, total_steps, title="Learning rate (solid, left axis) and momentum / Adam b1 (dashed, right axis)",
+        path=path,
+    )
+
+
+def _per_epoch(values, steps_per_epoch: int):
+    """A piecewise-constant schedule from one value per epoch (NaN after the last)."""
+    values = np.asarray(values, np.float64)
+
+    def schedule(step):
+        epoch = np.asarray(step) // steps_per_epoch
+        inside = epoch < len(values)
+        return np.where(inside, values[np.minimum(epoch, len(values) - 1).astype(int)], np.nan)
+
+    return schedule
+
+
+def plot_accuracy(results, path, zoom_from: float = 0.7):
+    """Test accuracy (mean ± std over seeds) against step, with the 94 % target;
+    the right panel zooms on the last ``1 - zoom_from`` of the run."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
-    ax = fig.add_subplot()
-    for name, r in results.items():
+    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    full, zoom = fig.subplots(1, 2, width_ratios=(1.6, 1.0))
+    last = max(int(r["steps"][-1]) for r in results.values())
+    tails = {}  # name -> (lowest, highest, final) mean accuracy in the zoomed range
+    outside = []  # recipes the zoom does not show
+    for k, (name, r) in enumerate(results.items()):
         mean, std = r["accuracy"].mean(0), r["accuracy"].std(0)
-        ax.plot(r["steps"], mean, label=name)
-        ax.fill_between(r["steps"], mean - std, mean + std, alpha=0.2)
-    ax.axhline(TARGET_ACCURACY, color="k", lw=0.8, ls=":")
-    ax.set(xlabel="step", ylabel="test accuracy", ylim=(0.5, 1.0))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+        for ax in (full, zoom):
+            ax.plot(r["steps"], mean, color=f"C{k}", label=name)
+            ax.fill_between(r["steps"], mean - std, mean + std, color=f"C{k}", alpha=0.2)
+        if any(s is not None for s in r["stopped_at"]):
+            for ax in (full, zoom):
+                ax.plot(r["steps"][-1:], mean[-1:], "X", color=f"C{k}", ms=8)
+        tail = mean[r["steps"] >= zoom_from * last]
+        if tail.size:
+            tails[name] = (float(tail.min()), float(tail.max()), float(mean[-1]))
+        else:
+            outside.append(f"{name}:\n  {100 * mean[-1]:.1f} %, ended at step {r['steps'][-1]}")
+    for ax in (full, zoom):
+        ax.axhline(TARGET_ACCURACY, color="k", lw=0.9, ls=":")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("step")
+    full.text(0.02, TARGET_ACCURACY + 0.005, f"target {100 * TARGET_ACCURACY:.0f} % (MNIST-1D's published CNN)",
+              transform=full.get_yaxis_transform(), fontsize="small", va="bottom")
+    full.set(ylabel="test accuracy", ylim=(0.5, 1.0), title="whole run")
+    # The zoom shows the recipes that end near the target; the others are named in it.
+    floor = TARGET_ACCURACY - 0.05
+    near = [low for low, high, _ in tails.values() if high >= floor] or [floor]
+    top = max([high for _, high, _ in tails.values()] + [TARGET_ACCURACY])
+    zoom.set(xlim=(zoom_from * last, last), ylim=(max(min(near), floor) - 0.005, top + 0.01),
+             title=f"zoom: last {100 * (1 - zoom_from):.0f} % of the steps")
+    outside += [f"{name}:\n  {100 * final:.1f} % (below)" for name, (_, high, final) in tails.items() if high < floor]
+    if outside:
+        zoom.text(0.02, 0.02, "not in this view:\n" + "\n".join(outside), transform=zoom.transAxes,
+                  fontsize="small", va="bottom", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    handles, labels = full.get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], color="k", ls=":"), Line2D([], [], color="gray", marker="X", ls="")]
+    labels += [f"target {100 * TARGET_ACCURACY:.0f} %", "early-stopped here"]
+    fig.legend(handles, labels, loc="outside right center", fontsize="small")
+    fig.suptitle("MNIST-1D test accuracy by LR recipe (mean ± std over seeds)")
     fig.savefig(path, dpi=120)
 
 
@@ -282,56 +388,48 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--out", default="out")
     parser.add_argument("--find-steps", type=int, default=100, help="steps of each LR range test")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="one line per recipe instead of progress bars")
     args = parser.parse_args(argv)
     epochs = args.epochs or (170 if args.full else 60)
     num_seeds = args.seeds or (5 if args.full else 3)
     os.makedirs(args.out, exist_ok=True)
 
+    clock = time.perf_counter()
+    print("Generating MNIST-1D locally (mnist1d.make_dataset) ...", flush=True)
     data = load_mnist1d()
     steps_per_epoch = len(data["train"][0]) // args.batch_size
     total = epochs * steps_per_epoch
-    print(f"MNIST-1D: {len(data['train'][0])} train / {len(data['val'][0])} val / {len(data['test'][0])} test; "
-          f"{total} steps ({epochs} epochs x {steps_per_epoch}), {num_seeds} seeds per recipe")
+    print(f"MNIST-1D: {len(data['train'][0])} train / {len(data['val'][0])} val / {len(data['test'][0])} test "
+          f"({time.perf_counter() - clock:.1f} s); each recipe trains {total} steps ({epochs} epochs x "
+          f"{steps_per_epoch}) for {num_seeds} seeds at once", flush=True)
 
-    sgd_find = range_test(data, lambda lr: fnopt.sgd(lr, momentum=0.9), args.batch_size, args.find_steps)
-    adam_find = range_test(data, lambda lr: fnopt.adam(lr), args.batch_size, args.find_steps)
-    sgd_peak, adam_peak = one_cycle_peak(sgd_find), one_cycle_peak(adam_find)
-    for name, found in (("SGD", sgd_find), ("Adam", adam_find)):
-        rules = ", ".join(f"{k} {v:.3g}" for k, v in found.suggestions.items())
-        print(f"LR range test {name}: {rules}; one-cycle peak (steep before minimum) {one_cycle_peak(found):.3g}")
-    sgd_find.plot(os.path.join(args.out, "lr_find_sgd.png"))
-    adam_find.plot(os.path.join(args.out, "lr_find_adam.png"))
+    found = {}
+    for key, label, make in (("sgd", "SGD (momentum 0.9)", lambda lr: fnopt.sgd(lr, momentum=0.9)),
+                             ("adam", "Adam", lambda lr: fnopt.adam(lr))):
+        print(f"LR range test, {label}: {args.find_steps} steps from 1e-5 to 10 ...", end=" ", flush=True)
+        clock = time.perf_counter()
+        result = range_test(data, make, args.batch_size, args.find_steps)
+        rules = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items())
+        print(f"{time.perf_counter() - clock:.1f} s: {rules}; one-cycle peak (result.peak) {result.peak:.3g}", flush=True)
+        result.plot(os.path.join(args.out, f"lr_find_{key}.png"), title=f"LR range test: {label}, MNIST-1D CNN",
+                    mark=result.peak)
+        found[key] = result
+    sgd_peak, adam_peak = found["sgd"].peak, found["adam"].peak
 
     recipes = make_recipes(total, sgd_peak, adam_peak)
-    from fnopt import plot
-
-    plot.schedules(
-        {r.name + (" (before cuts)" if r.reports else ""): r.lr for r in recipes}, total, momentum={f"{r.name} (momentum/b1)": r.momentum for r in recipes[2:]},
-        log_scale=True, title="learning rate (solid, log) and momentum / b1 (dashed)",
-        path=os.path.join(args.out, "schedules.png"),
-    )
-
-    try:
-        from tqdm import tqdm
-
-        progress = None if args.no_progress else tqdm(total=epochs * len(recipes), unit="epoch")
-    except ImportError:  # pragma: no cover
-        progress = None
+    print(f"Training {len(recipes)} recipes:", flush=True)
     results = {}
     for recipe in recipes:
-        if progress is not None:
-            progress.set_description(recipe.name)
-        results[recipe.name] = train(recipe, data, list(range(num_seeds)), epochs, args.batch_size, progress)
-    if progress is not None:
-        progress.close()
+        results[recipe.name] = train(recipe, data, list(range(num_seeds)), epochs, args.batch_size,
+                                     progress=not args.no_progress)
 
     text = table(results)
     print(text)
+    plot_schedules(recipes, results, total, steps_per_epoch, os.path.join(args.out, "schedules.png"))
     plot_accuracy(results, os.path.join(args.out, "accuracy.png"))
     summary = {
         "epochs": epochs, "seeds": num_seeds, "total_steps": total,
-        "lr_find": {"sgd": sgd_find.suggestions, "adam": adam_find.suggestions},
+        "lr_find": {key: result.suggestions for key, result in found.items()},
         "one_cycle_peak": {"sgd": sgd_peak, "adam": adam_peak},
         "recipes": {
             name: {
@@ -339,6 +437,7 @@ def main(argv=None):
                 "steps_to_94": steps_to_target(r["steps"], r["accuracy"]),
                 "seconds": r["seconds"],
                 "steps_run": int(r["steps"][-1]),
+                "stopped_at": r["stopped_at"],
             }
             for name, r in results.items()
         },

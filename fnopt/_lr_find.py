@@ -4,12 +4,16 @@ The learning rate sweeps ``exponential_range(start_lr, end_lr, num_steps)``
 while the model trains; the loss is smoothed with fastai's debiased
 exponential moving average and recording stops once the smoothed loss
 exceeds ``diverge_factor`` times its best. fastai's four suggestion rules
-(``valley``, ``steep``, ``minimum``, ``slide``) then pick a learning rate.
+(``valley``, ``steep``, ``minimum``, ``slide``) then pick a learning rate from
+the part of the curve before the loss turns up; ``LRFindResult.peak`` (halfway
+between ``steep`` and the lowest loss, on the log axis) is the learning rate to
+use as the peak of a one-cycle or WSD schedule.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Iterable
 
 import jax
@@ -33,9 +37,17 @@ class LRFindResult:
             followed the loss evaluation, as fastai records it).
         losses: smoothed (debiased EMA) loss at each recorded step.
         raw_losses: the loss of each recorded step's batch.
-        suggestions: ``{"valley", "steep", "minimum", "slide"} -> lr``;
-            empty when too few finite points were recorded.
+        suggestions: ``{"valley", "steep", "minimum", "slide"} -> lr``, each
+            computed on ``lrs[considered[0]:considered[1]]`` only; empty when
+            that holds fewer than 2 points.
         diverged: whether the sweep stopped on divergence before the end.
+        considered: ``(start, stop)``, the indices of the record the
+            suggestions looked at: the first tenth and the last 5 points
+            dropped (as fastai does), and everything after the lowest
+            smoothed loss, where the loss rises or blows up.
+        optimizer: the name of ``make_optimizer`` when it has one (a
+            function or ``functools.partial`` of one, e.g. ``fnopt.adam``),
+            None for a lambda; the plot's default title names it.
     """
 
     lrs: np.ndarray
@@ -43,13 +55,46 @@ class LRFindResult:
     raw_losses: np.ndarray
     suggestions: dict[str, float]
     diverged: bool
+    considered: tuple[int, int]
+    optimizer: str | None
 
-    def plot(self, path: str | None = None):
-        """Loss against LR on a log axis with the suggestions marked; saved
-        as PNG when ``path`` is given. Returns the matplotlib figure."""
+    @property
+    def peak(self) -> float | None:
+        """The learning rate to use as the peak of a one-cycle or WSD
+        schedule: the geometric mean of ``steep`` (where the smoothed loss
+        falls fastest) and the LR at the lowest smoothed loss -- halfway
+        between them on the log axis. None when there are no suggestions.
+
+        Smith's advice is a peak where the loss still falls, just before it
+        turns up. The LR at the lowest loss is that edge itself; ``steep`` is
+        well inside it. On MNIST-1D (``examples/compare_schedules.py``: one-cycle
+        over 2100 steps, final test accuracy, mean ± std of 5 seeds) the peak
+        picked by each rule gave::
+
+            rule                SGD + momentum 0.9      Adam
+            valley              86.6 ± 0.8 % (0.030)    84.5 ± 0.5 % (0.0033)
+            minimum             87.7 ± 1.4 % (0.036)    88.0 ± 0.8 % (0.0060)
+            slide               88.9 ± 1.0 % (0.046)    88.8 ± 0.6 % (0.0076)
+            steep               94.8 ± 0.6 % (0.24)     92.7 ± 0.8 % (0.020)
+            LR at lowest loss   72.8 ± 32 % (0.36)      94.5 ± 0.4 % (0.060)
+            peak (this rule)    95.3 ± 0.4 % (0.30)     94.3 ± 0.4 % (0.035)
+
+        At the lowest loss one SGD seed diverged (9.6 %); ``steep`` leaves
+        accuracy unused with Adam. Measured on one problem: treat it as a
+        starting point, not a law.
+        """
+        if not self.suggestions:
+            return None
+        lowest = float(self.lrs[self.considered[1] - 1])
+        return math.sqrt(self.suggestions["steep"] * lowest)
+
+    def plot(self, path: str | None = None, *, title: str | None = None, mark: float | None = None):
+        """Loss against LR on a log axis with each suggestion labelled; see
+        :func:`fnopt.plot.lr_find`. Saved as PNG when ``path`` is given.
+        Returns the matplotlib figure."""
         from .plot import lr_find as plot_lr_find
 
-        return plot_lr_find(self, path=path)
+        return plot_lr_find(self, path=path, title=title, mark=mark)
 
 
 # ---------------------------------------------------------------- suggestions
@@ -112,15 +157,30 @@ SUGGESTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def suggest(lrs: np.ndarray, losses: np.ndarray, num_steps: int) -> dict[str, float]:
-    """Runs every suggestion rule on fastai's trimmed record: the first
-    ``num_steps // 10`` and the last 5 points are dropped, and everything from
-    the first non-finite loss on."""
-    lrs = np.asarray(lrs, np.float64)[num_steps // 10 : -_SKIP_END]
-    losses = np.asarray(losses, np.float64)[num_steps // 10 : -_SKIP_END]
-    bad = np.flatnonzero(~np.isfinite(losses))
+def considered(losses: np.ndarray, num_steps: int) -> tuple[int, int]:
+    """The part of the record the suggestions look at, as ``(start, stop)``
+    indices: fastai's trim (the first ``num_steps // 10`` and the last 5
+    points dropped), cut before the first non-finite loss and after the
+    lowest smoothed loss. Past its lowest point the loss is rising or is the
+    noise after a blow-up (the record of a loss that jumps and settles back
+    below ``diverge_factor`` x its best goes on), and a rule run there points
+    at a learning rate that diverges."""
+    losses = np.asarray(losses, np.float64)
+    start, stop = num_steps // 10, max(len(losses) - _SKIP_END, 0)
+    bad = np.flatnonzero(~np.isfinite(losses[start:stop]))
     if bad.size:
-        lrs, losses = lrs[: bad[0]], losses[: bad[0]]
+        stop = start + int(bad[0])
+    if stop - start >= 2:
+        stop = start + int(np.argmin(losses[start:stop])) + 1
+    return start, max(stop, start)
+
+
+def suggest(lrs: np.ndarray, losses: np.ndarray, num_steps: int) -> dict[str, float]:
+    """Runs every suggestion rule on the :func:`considered` part of the record;
+    empty when it holds fewer than 2 points."""
+    start, stop = considered(losses, num_steps)
+    lrs = np.asarray(lrs, np.float64)[start:stop]
+    losses = np.asarray(losses, np.float64)[start:stop]
     if len(losses) < 2:
         return {}
     return {name: rule(lrs, losses) for name, rule in SUGGESTIONS.items()}
@@ -197,26 +257,47 @@ def lr_find(
         num_steps: number of steps, >= 6.
         smoothing: EMA coefficient of the loss, in [0, 1).
         diverge_factor: stop once the smoothed loss exceeds this multiple of
-            its best, > 1.
+            its best; any finite number > 1.
 
     Returns:
         An :class:`LRFindResult` with ``lrs``, ``losses`` (smoothed),
         ``raw_losses``, ``suggestions`` (fastai's ``valley``, ``steep``,
         ``minimum``, ``slide``, computed on the record without its first tenth
-        and last five points, as fastai does) and ``plot(path=None)``.
+        and last five points, as fastai does, and without what follows the
+        lowest smoothed loss), ``peak`` (the suggestion for a one-cycle / WSD
+        peak) and ``plot(path=None, *, title=None, mark=None)``.
 
     Raises:
         ValueError: for invalid arguments, too few batches, or a loss that is
             not finite at the very first step.
 
+    Examples:
+        >>> import jax.numpy as jnp, numpy as np, fnopt
+        >>> x = np.random.default_rng(0).normal(size=(100, 32, 4)).astype(np.float32)
+        >>> loss_fn = lambda w, xb: jnp.mean((xb @ w - xb.sum(1)) ** 2)
+        >>> result = fnopt.lr_find(loss_fn, jnp.zeros(4), x, fnopt.sgd, start_lr=1e-4, end_lr=10.0)
+        >>> result.optimizer, sorted(result.suggestions)
+        ('sgd', ['minimum', 'slide', 'steep', 'valley'])
+        >>> # the one-cycle / WSD peak: between steep and the LR at the lowest loss
+        >>> result.suggestions["steep"] <= result.peak <= 10 * result.suggestions["minimum"]
+        True
+
     References:
         Smith, Cyclical Learning Rates for Training Neural Networks, 2015,
         https://arxiv.org/abs/1506.01186
+
+        Smith, A disciplined approach to neural network hyper-parameters,
+        2018, https://arxiv.org/abs/1803.09820
+
+        fastai ``LRFinder`` and its suggestion functions,
+        https://docs.fast.ai/callback.schedule.html
     """
     call = "lr_find"
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr), ("smoothing", smoothing),
                         ("diverge_factor", diverge_factor)):
         check_scalar(call, name, value)
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"`lr_find({name}=...)` must be a number, got {value!r}")
     check_positive(call, "start_lr", start_lr)
     check_positive(call, "end_lr", end_lr)
     if not float(end_lr) > float(start_lr):
@@ -230,7 +311,8 @@ def lr_find(
     schedule = exponential_range(start_lr, end_lr, num_steps)
     optimizer = make_optimizer(schedule)
 
-    lrs, smooth, raw, recorded = _sweep(loss_fn, optimizer, schedule, params, stacked, smoothing, diverge_factor)
+    lrs, smooth, raw, recorded = _sweep(loss_fn, optimizer, schedule, params, stacked, smoothing,
+                                        float(diverge_factor))
     recorded = np.asarray(recorded)
     n = int(recorded.sum())
     raw = np.asarray(raw)[:n]
@@ -246,10 +328,26 @@ def lr_find(
         raw_losses=raw,
         suggestions=suggest(lrs, smooth, num_steps),
         diverged=n < num_steps,
+        considered=considered(smooth, num_steps),
+        optimizer=_name(make_optimizer),
     )
 
 
+def _name(make_optimizer) -> str | None:
+    """``fnopt.adam`` -> "adam"; a ``functools.partial`` names its function;
+    a lambda has no name."""
+    func = getattr(make_optimizer, "func", make_optimizer)
+    name = getattr(func, "__name__", None)
+    return None if name in (None, "<lambda>") else name
+
+
 def _sweep(loss_fn, optimizer, schedule, params, batches, smoothing, diverge_factor):
+    # ``smooth > diverge_factor * best`` with the factor split as m * 2**e
+    # (frexp): no overflow for any finite factor (in x64 mode one past
+    # float32's range is valid too), and the product is exact for powers of
+    # two such as fastai's 4.
+    mantissa, exponent = math.frexp(diverge_factor)
+
     @jax.jit
     def run(params, batches):
         beta = jnp.asarray(smoothing, jnp.float32)
@@ -263,7 +361,8 @@ def _sweep(loss_fn, optimizer, schedule, params, batches, smoothing, diverge_fac
             smooth = avg / (1.0 - beta ** (i + 1).astype(jnp.float32))
             record = ~stopped
             best = jnp.where(record & (smooth < best), smooth, best)
-            diverged = ~jnp.isfinite(smooth) | (smooth > diverge_factor * best)
+            threshold = jnp.ldexp(jnp.float32(mantissa) * best, jnp.int32(exponent))
+            diverged = ~jnp.isfinite(smooth) | (smooth > threshold)
             stopped = stopped | (record & diverged)
             updates, new_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)

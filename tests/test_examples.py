@@ -34,3 +34,46 @@ def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "compare_schedules.json").read_text())
     assert all(len(r["final_accuracy"]) == 2 for r in saved["recipes"].values())
+    # It says what it is doing, in order, before each long part.
+    lines = out.splitlines()
+    assert lines[0].startswith("Generating MNIST-1D")
+    assert [line.split(",")[1].split(":")[0].strip() for line in lines if line.startswith("LR range test")] == [
+        "SGD (momentum 0.9)", "Adam"]
+    assert sum(line.startswith("  ") and line.endswith(" ...") for line in lines) == 6  # one per recipe as it starts
+    assert saved["one_cycle_peak"]["sgd"] > saved["lr_find"]["sgd"]["steep"]
+
+
+def test_compare_schedules_table_marks_early_stopped_rows(load_example):
+    import numpy as np
+
+    demo = load_example("compare_schedules")
+    row = {"steps": np.array([35, 70]), "accuracy": np.array([[0.9, 0.95], [0.9, 0.93]]), "seconds": 1.0}
+    text = demo.table({
+        "plateau": {**row, "stopped_at": [1295, 1330]},
+        "one-cycle": {**row, "stopped_at": [None, None]},
+    })
+    assert "| plateau (stopped at step 1295 / 1330) |" in text
+    assert "| one-cycle |" in text
+
+
+def test_compare_schedules_accuracy_picture_has_title_target_and_zoom(load_example, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    demo = load_example("compare_schedules")
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    steps = np.arange(1, 61) * 35
+    curve = np.stack([np.linspace(0.5, 0.95, 60), np.linspace(0.5, 0.96, 60)])
+    demo.plot_accuracy({
+        "one-cycle": {"steps": steps, "accuracy": curve, "stopped_at": [None, None]},
+        "plateau": {"steps": steps[:37], "accuracy": curve[:, :37], "stopped_at": [1295, 1260]},
+    }, str(tmp_path / "acc.png"))
+    (fig,) = saved
+    assert "test accuracy" in fig.get_suptitle()
+    full, zoom = fig.axes
+    assert zoom.get_xlim()[0] == pytest.approx(0.7 * 2100)
+    assert zoom.get_ylim()[1] - zoom.get_ylim()[0] < full.get_ylim()[1] - full.get_ylim()[0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "target 94 %" in labels and "early-stopped here" in labels
