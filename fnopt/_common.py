@@ -88,16 +88,17 @@ def moment_dtypes(call: str, mu_dtype: Any, nu_dtype: Any) -> dict[str, Any]:
     return {"mu_dtype": storage_dtype(call, mu_dtype), "nu_dtype": storage_dtype(call, nu_dtype, "nu_dtype")}
 
 
-def storage_dtype(call: str, dtype: Any, name: str = "mu_dtype") -> Any:
+def storage_dtype(call: str, dtype: Any, name: str = "mu_dtype", *, complex_ok: bool = False) -> Any:
     """A user-requested state dtype (argument ``name``, e.g. ``mu_dtype``),
-    validated and canonicalized (float64 -> float32 without x64)."""
+    validated and canonicalized (float64 -> float32 without x64); floating,
+    or with ``complex_ok`` also complex."""
     if dtype is None:
         return None
     try:
         dt = jnp.dtype(dtype)
     except TypeError:
         dt = None
-    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+    if dt is None or not jnp.issubdtype(dt, jnp.inexact if complex_ok else jnp.floating):
         raise ValueError(f"`{call}({name}=...)` must be None or a floating dtype, got {dtype!r}")
     return jax.dtypes.canonicalize_dtype(dt)
 

@@ -12,7 +12,7 @@ import optax
 
 from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, is_group_tree, map_records, next_count, per_group, zero_count
 from ._checks import as_float, check_range, check_scalar, float_dtype
-from ._common import RULES, compute_dtype, fill_like, is_zero, may_be_zero, require_params, safe_divide
+from ._common import RULES, storage_dtype, compute_dtype, fill_like, is_zero, may_be_zero, require_params, safe_divide
 from ._compose import warmup
 from ._elementwise import add_decayed_weights, add_weight_decay, check_mask, scale_by_learning_rate
 from ._report import plain_state
@@ -99,15 +99,7 @@ def schedule_free(
 
 
 def _state_dtype(call: str, dtype: Any) -> Any:
-    if dtype is None:
-        return None
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or not jnp.issubdtype(dt, jnp.inexact):
-        raise ValueError(f"`{call}(state_dtype=...)` must be None or a floating dtype, got {dtype!r}")
-    return jax.dtypes.canonicalize_dtype(dt)
+    return storage_dtype(call, dtype, "state_dtype", complex_ok=True)
 
 
 def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
