@@ -44,9 +44,12 @@ def floor_divmod(step: ArrayLike, size: ArrayLike) -> tuple[jax.Array, jax.Array
     """``(floor(step / size), step - floor(step / size) * size)`` as floats.
 
     Exact integer arithmetic when both are integers (so steps near ``2**31``
-    are not rounded through float32); otherwise float division with a
-    correction step so that an exact multiple never lands in the previous
-    period because of rounding.
+    are not rounded through float32). Otherwise the remainder is IEEE
+    ``fmod``, which is exact: an exact multiple of ``size`` starts a new
+    period, a tiny ``size`` (``1e-30``) gives the true remainder, and an
+    infinite one (a cycle longer than float32's range) gives ``step``. The
+    quotient is rounded from ``(step - remainder) / size`` (``inf`` when it
+    overflows).
     """
     step_arr, size_arr = as_array(step), as_array(size)
     if jnp.issubdtype(step_arr.dtype, jnp.integer) and jnp.issubdtype(
@@ -60,10 +63,8 @@ def floor_divmod(step: ArrayLike, size: ArrayLike) -> tuple[jax.Array, jax.Array
         q = step_arr // size_arr
         return as_float(q), as_float(step_arr - q * size_arr)
     t, s = as_step(step_arr), as_float(size_arr)
-    q = jnp.floor(t / s)
-    q = jnp.where(q * s > t, q - 1.0, q)
-    q = jnp.where((q + 1.0) * s <= t, q + 1.0, q)
-    return q, jnp.clip(t - q * s, 0.0, s)
+    rem = jnp.clip(jnp.fmod(t, s), 0.0, s)
+    return jnp.round((t - rem) / s), rem
 
 
 def power(base: ArrayLike, exponent: jax.Array) -> jax.Array:
@@ -73,11 +74,17 @@ def power(base: ArrayLike, exponent: jax.Array) -> jax.Array:
     ``float32(0.999) ** 5000`` is off by 6e-5 (the rounding of ``base`` times
     the exponent); this form is exact to float32 precision for every step.
     """
-    if is_traced(base):
-        log_base = jnp.log(as_float(base))
-    else:
-        log_base = as_float(np.log(np.asarray(base, dtype=np.float64)))
-    return jnp.exp(exponent * log_base)
+    log_base = log_of(base)
+    # base == 1: 1 for every exponent, also an infinite one (a period of 1e-30
+    # makes ``exponent`` overflow, and inf * 0 would be NaN).
+    return jnp.where(log_base == 0.0, 1.0, jnp.exp(exponent * log_base))
+
+
+def log_of(x: ArrayLike) -> jax.Array:
+    """``log(x)``, taken in float64 on the host when ``x`` is concrete."""
+    if is_traced(x):
+        return jnp.log(as_float(x))
+    return as_float(np.log(np.asarray(x, dtype=np.float64)))
 
 
 def fractions(ahead: jax.Array, done: jax.Array, length: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -95,6 +102,20 @@ def fractions(ahead: jax.Array, done: jax.Array, length: jax.Array) -> tuple[jax
     return jnp.where(early, 1.0 - progress, remaining), jnp.where(early, progress, 1.0 - remaining)
 
 
+def phase_position(t: jax.Array, lo: jax.Array, hi: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(remaining, progress)`` of ``t`` in the phase ``[lo, hi]``, in [0, 1].
+
+    ``(hi - t) / (hi - lo)`` and ``(t - lo) / (hi - lo)`` from
+    :func:`fractions` (full relative precision near both ends, exact ends).
+    An empty phase (``hi <= lo``) counts as finished (remaining 0, progress 1).
+    """
+    length = hi - lo
+    ok = length > 0
+    t = jnp.clip(t, lo, jnp.maximum(hi, lo))
+    remaining, progress = fractions(hi - t, t - lo, jnp.where(ok, length, 1.0))
+    return jnp.where(ok, remaining, 0.0), jnp.where(ok, progress, 1.0)
+
+
 def cos_anneal(
     start: jax.Array, end: jax.Array, remaining: jax.Array, progress: jax.Array | None = None
 ) -> jax.Array:
@@ -109,8 +130,10 @@ def cos_anneal(
     """
     if progress is None:
         progress = 1.0 - remaining
-    return start * jnp.square(jnp.sin(0.5 * jnp.pi * remaining)) + end * jnp.square(
-        jnp.sin(0.5 * jnp.pi * progress)
+    return between(
+        start * jnp.square(jnp.sin(0.5 * jnp.pi * remaining)) + end * jnp.square(jnp.sin(0.5 * jnp.pi * progress)),
+        start,
+        end,
     )
 
 
@@ -122,7 +145,17 @@ def linear_anneal(
     caller as for :func:`cos_anneal`: both endpoints exact)."""
     if progress is None:
         progress = 1.0 - remaining
-    return start * remaining + end * progress
+    return between(start * remaining + end * progress, start, end)
+
+
+def between(value: jax.Array, start: jax.Array, end: jax.Array) -> jax.Array:
+    """``value`` clipped to the interval spanned by ``start`` and ``end``.
+
+    An interpolation ``start * a + end * b`` with ``a + b = 1`` can round a
+    few ulps outside its ends, and to ``inf`` when both ends are near
+    float32's maximum; the exact value lies between them.
+    """
+    return jnp.clip(value, jnp.minimum(start, end), jnp.maximum(start, end))
 
 
 def constant(value: ArrayLike) -> Schedule:
@@ -311,7 +344,10 @@ def exponential_range(start_value: ArrayLike, end_value: ArrayLike, num_steps: A
         t = jnp.minimum(as_step(step), total)
         remaining, progress = fractions(total - t, t, total)
         start, end = as_float(start_value), as_float(end_value)
-        log_ratio = jnp.log(end / start)
+        # Not log(end / start): that ratio overflows for a sweep from 1e-20 to
+        # 1e20. Each half of the sweep multiplies its own end by at most
+        # exp(|log_ratio| / 2) <= exp(88), which float32 holds.
+        log_ratio = log_of(end_value) - log_of(start_value)
         # Geometric from whichever end is closer: both ends exact, held at end_value.
         return jnp.where(
             progress <= remaining, start * jnp.exp(progress * log_ratio), end * jnp.exp(-remaining * log_ratio)
