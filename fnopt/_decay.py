@@ -18,7 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import as_float, check_nonnegative, check_positive, check_range, concrete, is_traced
+from ._checks import (
+    as_float,
+    check_flag,
+    check_nonnegative,
+    check_positive,
+    check_range,
+    concrete,
+    is_traced,
+)
 
 Schedule = Callable[[Any], jax.Array]
 ArrayLike = Any
@@ -229,18 +237,37 @@ def multistep_decay(
     return schedule
 
 
-def exponential_decay(init_value: ArrayLike, gamma: ArrayLike) -> Schedule:
-    """``init_value * gamma ** step``: torch ``ExponentialLR``.
+def exponential_decay(init_value: ArrayLike, gamma: ArrayLike, min_value: ArrayLike = 0.0) -> Schedule:
+    """``init_value * gamma ** step``, stopped at ``min_value``: torch
+    ``ExponentialLR``, with Optax's ``end_value``.
+
+    The value is ``max(init_value * gamma ** step, min_value)``: a floor, as
+    Optax's ``exponential_decay(end_value=...)`` with ``decay_rate < 1``.
+    (Optax makes ``end_value`` a ceiling when ``decay_rate > 1``; fnopt's
+    ``gamma`` is at most 1, so the value never grows and ``min_value`` is
+    always where the decay stops.) A negative ``init_value`` rises towards 0
+    and stops at ``min_value`` from below: ``min(..., min_value)``. The default
+    0 leaves both unchanged; the torch schedule is ``min_value=0``.
 
     Args:
         init_value: value at step 0.
         gamma: multiplicative factor per step, in (0, 1].
+        min_value: where the decay stops.
+
+    Examples:
+        >>> from fnopt import schedules
+        >>> s = schedules.exponential_decay(1.0, 0.5, min_value=0.2)
+        >>> [round(float(s(t)), 3) for t in (0, 1, 2, 3, 100)]
+        [1.0, 0.5, 0.25, 0.2, 0.2]
     """
     concrete("exponential_decay", "init_value", init_value)
     check_range("exponential_decay", "gamma", gamma, 0.0, 1.0, low_open=True)
+    concrete("exponential_decay", "min_value", min_value)
 
     def schedule(step):
-        return as_float(init_value) * power(gamma, as_step(step))
+        init, low = as_float(init_value), as_float(min_value)
+        value = init * power(gamma, as_step(step))
+        return jnp.where(init >= 0, jnp.maximum(value, low), jnp.minimum(value, low))
 
     return schedule
 
@@ -250,28 +277,54 @@ def polynomial_decay(
     total_steps: ArrayLike,
     power: ArrayLike = 1.0,
     end_value: ArrayLike = 0.0,
+    cycle: bool = False,
 ) -> Schedule:
-    """Polynomial decay to ``end_value`` over ``total_steps``, then held.
+    """Polynomial decay to ``end_value`` over ``total_steps``, then held (or
+    restarted, with ``cycle``).
 
     ``end + (init - end) * (1 - min(step, total_steps) / total_steps) ** power``;
     equals torch ``PolynomialLR`` (``total_iters=total_steps``) when
-    ``end_value = 0``.
+    ``end_value = 0``, and Keras ``PolynomialDecay(initial_learning_rate,
+    decay_steps=total_steps, end_learning_rate=end_value, power, cycle)``.
+
+    With ``cycle``, the decay length becomes the first multiple of
+    ``total_steps`` at or after the step (``total_steps * ceil(step /
+    total_steps)``, and ``total_steps`` at step 0, as Keras): the value
+    reaches ``end_value`` at every multiple, then jumps back up to
+    ``end + (init - end) * (1 / (k + 1)) ** power`` after the ``k``-th one.
 
     Args:
         init_value: value at step 0.
         total_steps: steps to reach ``end_value``, > 0.
         power: exponent, > 0.
-        end_value: value from ``total_steps`` on.
+        end_value: value from ``total_steps`` on (at each multiple with ``cycle``).
+        cycle: restart the decay with a longer length after each multiple
+            (static).
+
+    Examples:
+        >>> from fnopt import schedules
+        >>> s = schedules.polynomial_decay(1.0, 10, end_value=0.0, cycle=True)
+        >>> [round(float(s(t)), 3) for t in (0, 5, 10, 15, 20)]
+        [1.0, 0.5, 0.0, 0.25, 0.0]
     """
     concrete("polynomial_decay", "init_value", init_value)
     check_positive("polynomial_decay", "total_steps", total_steps)
     check_positive("polynomial_decay", "power", power)
     concrete("polynomial_decay", "end_value", end_value)
+    check_flag("polynomial_decay", "cycle", cycle)
 
     def schedule(step):
         total = as_float(total_steps)
-        t = jnp.minimum(as_step(step), total)
-        remaining, _ = fractions(total - t, t, total)
+        if cycle:
+            # 1 - t / (k * total) with k = ceil(t / total) (1 at t = 0) is
+            # (total - rem) / total / k: 0 at an exact multiple, and 0 to float
+            # precision when k overflows (a total of 1e-30).
+            q, rem = floor_divmod(step, total_steps)
+            within, _ = fractions(total - rem, rem, total)
+            remaining = jnp.where((q > 0) & (rem == 0), 0.0, within / (q + 1.0))
+        else:
+            t = jnp.minimum(as_step(step), total)
+            remaining, _ = fractions(total - t, t, total)
         return linear_anneal(as_float(init_value), as_float(end_value), remaining ** as_float(power))
 
     return schedule
@@ -304,23 +357,47 @@ def linear(start_value: ArrayLike, end_value: ArrayLike, total_steps: ArrayLike)
     return _anneal_then_hold("linear", linear_anneal, start_value, end_value, total_steps, "start_value", "end_value")
 
 
-def cosine_decay(init_value: ArrayLike, total_steps: ArrayLike, min_value: ArrayLike = 0.0) -> Schedule:
+def cosine_decay(
+    init_value: ArrayLike, total_steps: ArrayLike, min_value: ArrayLike = 0.0, exponent: ArrayLike = 1.0
+) -> Schedule:
     """Half-cosine from ``init_value`` to ``min_value`` over ``total_steps``, then held.
 
-    ``min + (init - min) * (1 + cos(pi * step / total_steps)) / 2``: torch
-    ``CosineAnnealingLR`` (``T_max=total_steps``, ``eta_min=min_value``) for
-    ``step <= total_steps``. torch then rises again; fnopt holds ``min_value``
-    (use :func:`cosine_warm_restarts` for restarts).
+    ``min + (init - min) * ((1 + cos(pi * step / total_steps)) / 2) ** exponent``:
+    torch ``CosineAnnealingLR`` (``T_max=total_steps``, ``eta_min=min_value``)
+    for ``step <= total_steps`` when ``exponent = 1``, and Optax
+    ``cosine_decay_schedule(init_value, decay_steps=total_steps,
+    alpha=min_value / init_value, exponent=exponent)``. torch then rises again;
+    fnopt holds ``min_value`` (use :func:`cosine_warm_restarts` for restarts).
 
     Args:
         init_value: value at step 0.
         total_steps: length of the half-period, > 0.
         min_value: value from ``total_steps`` on.
+        exponent: power of the cosine factor, > 0 (above 1 the value falls
+            sooner, below 1 later).
 
     References:
         Loshchilov & Hutter, SGDR, 2017, https://arxiv.org/abs/1608.03983
     """
-    return _anneal_then_hold("cosine_decay", cos_anneal, init_value, min_value, total_steps, "init_value", "min_value")
+    call = "cosine_decay"
+    concrete(call, "init_value", init_value)
+    concrete(call, "min_value", min_value)
+    check_positive(call, "total_steps", total_steps)
+    check_positive(call, "exponent", exponent)
+
+    def schedule(step):
+        total = as_float(total_steps)
+        t = jnp.minimum(as_step(step), total)
+        remaining, progress = fractions(total - t, t, total)
+        init, low = as_float(init_value), as_float(min_value)
+        plain = cos_anneal(init, low, remaining, progress)
+        # factor = sin(pi/2 r) ** (2 e), and 1 - factor from expm1: both keep
+        # full precision, and the ends are exact (factor 1 at r = 1, 0 at r = 0).
+        log_factor = as_float(exponent) * 2.0 * jnp.log(jnp.sin(0.5 * jnp.pi * remaining))
+        powered = between(init * jnp.exp(log_factor) - low * jnp.expm1(log_factor), init, low)
+        return jnp.where(as_float(exponent) == 1.0, plain, powered)
+
+    return schedule
 
 
 def exponential_range(start_value: ArrayLike, end_value: ArrayLike, num_steps: ArrayLike) -> Schedule:
