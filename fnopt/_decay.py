@@ -422,12 +422,14 @@ def exponential_range(start_value: ArrayLike, end_value: ArrayLike, num_steps: A
         remaining, progress = fractions(total - t, t, total)
         start, end = as_float(start_value), as_float(end_value)
         # Not log(end / start): that ratio overflows for a sweep from 1e-20 to
-        # 1e20. Each half of the sweep multiplies its own end by at most
-        # exp(|log_ratio| / 2) <= exp(88), which float32 holds.
+        # 1e20. Geometric from whichever end is closer (both ends exact, held
+        # at end_value), the factor applied as two square roots: a half sweep
+        # from 3e38 down to 1e-38 multiplies by exp(-88), which is below
+        # float32's normal range, but twice by exp(-44) stays inside it.
         log_ratio = log_of(end_value) - log_of(start_value)
-        # Geometric from whichever end is closer: both ends exact, held at end_value.
-        return jnp.where(
-            progress <= remaining, start * jnp.exp(progress * log_ratio), end * jnp.exp(-remaining * log_ratio)
-        )
+        early = progress <= remaining
+        base = jnp.where(early, start, end)
+        root = jnp.exp(0.5 * jnp.where(early, progress, -remaining) * log_ratio)
+        return base * root * root
 
     return schedule
