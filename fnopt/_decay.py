@@ -104,7 +104,13 @@ def fractions(ahead: jax.Array, done: jax.Array, length: jax.Array) -> tuple[jax
     ``(0, 1)`` even under ``jit``, where XLA turns a division by a constant
     hyperparameter into a multiplication by its rounded reciprocal (so that
     ``total / total`` may come out as ``1 - ulp``).
+
+    That reciprocal is flushed to zero for a length beyond ``2**126`` (float32),
+    so such lengths are first scaled down by a power of two (exact).
     """
+    half = jnp.finfo(jnp.result_type(length)).maxexp // 2
+    scale = jnp.where(length >= 2.0**half, 2.0**-half, 1.0)
+    ahead, done, length = ahead * scale, done * scale, length * scale
     remaining, progress = ahead / length, done / length
     early = progress <= remaining
     return jnp.where(early, 1.0 - progress, remaining), jnp.where(early, progress, 1.0 - remaining)
@@ -122,6 +128,16 @@ def phase_position(t: jax.Array, lo: jax.Array, hi: jax.Array) -> tuple[jax.Arra
     t = jnp.clip(t, lo, jnp.maximum(hi, lo))
     remaining, progress = fractions(hi - t, t - lo, jnp.where(ok, length, 1.0))
     return jnp.where(ok, remaining, 0.0), jnp.where(ok, progress, 1.0)
+
+
+def power_of_remaining(remaining: jax.Array, progress: jax.Array, exponent: jax.Array) -> jax.Array:
+    """``remaining ** exponent`` as ``exp(exponent * log(remaining))``, the log
+    taken as ``log1p(-progress)`` near the start: a large exponent multiplies
+    the rounding of ``remaining = 1 - progress`` (``0.99986 ** 13151``), not
+    that of ``progress``. Exact at both ends (1 at the start, 0 at the end).
+    """
+    log_r = jnp.where(progress <= remaining, jnp.log1p(-progress), jnp.log(remaining))
+    return jnp.where(progress == 0.0, 1.0, jnp.exp(exponent * log_r))
 
 
 def cos_anneal(
@@ -322,24 +338,11 @@ def polynomial_decay(
             q, rem = floor_divmod(step, total_steps)
             within, _ = fractions(total - rem, rem, total)
             remaining = jnp.where((q > 0) & (rem == 0), 0.0, within / (q + 1.0))
+            factor = remaining ** as_float(power)
         else:
             t = jnp.minimum(as_step(step), total)
-            remaining, _ = fractions(total - t, t, total)
-        return linear_anneal(as_float(init_value), as_float(end_value), remaining ** as_float(power))
-
-    return schedule
-
-
-def _anneal_then_hold(call, anneal, start_value, end_value, total_steps, start_name, end_name) -> Schedule:
-    """``anneal`` from ``start_value`` to ``end_value`` over ``total_steps``, then hold."""
-    concrete(call, start_name, start_value)
-    concrete(call, end_name, end_value)
-    check_positive(call, "total_steps", total_steps)
-
-    def schedule(step):
-        total = as_float(total_steps)
-        t = jnp.minimum(as_step(step), total)
-        return anneal(as_float(start_value), as_float(end_value), *fractions(total - t, t, total))
+            factor = power_of_remaining(*fractions(total - t, t, total), as_float(power))
+        return linear_anneal(as_float(init_value), as_float(end_value), factor)
 
     return schedule
 
@@ -354,7 +357,16 @@ def linear(start_value: ArrayLike, end_value: ArrayLike, total_steps: ArrayLike)
         end_value: value from ``total_steps`` on.
         total_steps: length of the ramp, > 0.
     """
-    return _anneal_then_hold("linear", linear_anneal, start_value, end_value, total_steps, "start_value", "end_value")
+    concrete("linear", "start_value", start_value)
+    concrete("linear", "end_value", end_value)
+    check_positive("linear", "total_steps", total_steps)
+
+    def schedule(step):
+        total = as_float(total_steps)
+        t = jnp.minimum(as_step(step), total)
+        return linear_anneal(as_float(start_value), as_float(end_value), *fractions(total - t, t, total))
+
+    return schedule
 
 
 def cosine_decay(
@@ -393,7 +405,13 @@ def cosine_decay(
         plain = cos_anneal(init, low, remaining, progress)
         # factor = sin(pi/2 r) ** (2 e), and 1 - factor from expm1: both keep
         # full precision, and the ends are exact (factor 1 at r = 1, 0 at r = 0).
-        log_factor = as_float(exponent) * 2.0 * jnp.log(jnp.sin(0.5 * jnp.pi * remaining))
+        # Near the start log(sin(pi/2 r)) = log(cos(pi/2 p)) = log1p(-2 sin(pi/4 p)**2).
+        log_sin = jnp.where(
+            progress <= remaining,
+            jnp.log1p(-2.0 * jnp.square(jnp.sin(0.25 * jnp.pi * progress))),
+            jnp.log(jnp.sin(0.5 * jnp.pi * remaining)),
+        )
+        log_factor = as_float(exponent) * 2.0 * log_sin
         powered = between(init * jnp.exp(log_factor) - low * jnp.expm1(log_factor), init, low)
         return jnp.where(as_float(exponent) == 1.0, plain, powered)
 

@@ -20,7 +20,18 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_schedules_reference import ref_cyclic, ref_exponential_range, ref_inverse_time, ref_sgdr
+from test_schedules_reference import (
+    ref_cosine,
+    ref_cyclic,
+    ref_exponential_range,
+    ref_inverse_sqrt,
+    ref_inverse_time,
+    ref_linear,
+    ref_polynomial,
+    ref_sgdr,
+    ref_step_decay,
+    ref_wsd,
+)
 
 import fnopt
 from fnopt import schedules as S
@@ -175,9 +186,11 @@ def extreme_schedules(draw, name):
         return getattr(S, name)(a, draw(counts), mult, b), *span(a, b)
     if name == "one_cycle":
         div, final = draw(magnitudes()), draw(magnitudes())
-        initial = FLOAT(a) / FLOAT(div)
-        low = initial / FLOAT(final)
-        assume(np.isfinite(low) and (low == 0 or abs(low) >= TINY) and abs(initial) >= TINY or initial == 0)
+        with np.errstate(over="ignore", under="ignore"):
+            initial = FLOAT(a) / FLOAT(div)
+            low = initial / FLOAT(final)
+        # The implied values must be representable (normal or 0).
+        assume(all(np.isfinite(v) and (v == 0 or abs(v) >= TINY) for v in (initial, low)))
         sched = S.one_cycle(a, draw(counts), draw(open_units), draw(st.sampled_from(["cos", "linear"])), div, final,
                             draw(st.booleans()))
         return sched, *span(a, float(initial), float(low))
@@ -196,7 +209,7 @@ def extreme_schedules(draw, name):
         return S.warmup(inner, draw(phases), a), *span(a, b, c)
     if name == "join":
         bounds = sorted(draw(st.lists(st.one_of(st.integers(0, INT32_MAX), magnitudes()), min_size=2, max_size=2)))
-        parts = [S.linear(a, b, draw(counts)), c, S.cosine_warm_restarts(b, draw(counts), draw(magnitudes(1.0, BIG)))]
+        parts = [S.linear(a, b, draw(counts)), c, S.cosine_warm_restarts(b, draw(counts), draw(magnitudes(1.0, BIG)), a)]
         return S.join(parts, bounds), *span(a, b, c)
     if name == "multiply":
         # Factors in [-1, 1]: the product is representable (and may underflow to 0).
@@ -239,3 +252,72 @@ def test_extreme_settings_are_finite_and_within_bounds(name, data, steps):
         assert np.all(np.isfinite(values)), values
         assert np.all((values >= low - tol) & (values <= high + tol)), (low, high, values)
     assert math.isfinite(float(sched(INT32_MAX)))
+
+
+# ------------------------------------------------------------------ exact where representable
+
+ORACLES = {
+    "step_decay": (lambda a, n, g, b, c: (S.step_decay(a, n, g), ref_step_decay(a, n, g))),
+    "exponential_decay": (  # the decay stops at b: from above for a >= 0, from below for a < 0
+        lambda a, n, g, b, c: (S.exponential_decay(a, g, b), lambda t: (np.maximum if a >= 0 else np.minimum)(a * g**t, b))
+    ),
+    "polynomial_decay": (lambda a, n, g, b, c: (S.polynomial_decay(a, n, c, b), ref_polynomial(a, n, c, b))),
+    "linear": (lambda a, n, g, b, c: (S.linear(a, b, n), ref_linear(a, b, n))),
+    "cosine_decay": (lambda a, n, g, b, c: (S.cosine_decay(a, n, b, c), ref_cosine(a, n, b, c))),
+    "inverse_sqrt": (lambda a, n, g, b, c: (S.inverse_sqrt(a, n, c), ref_inverse_sqrt(a, n, c))),
+    "inverse_time_decay": (lambda a, n, g, b, c: (S.inverse_time_decay(a, n, c), ref_inverse_time(a, n, c))),
+    "warmup_stable_decay": (
+        lambda a, n, g, b, c: (S.warmup_stable_decay(abs(a), 2 * n + c, n, c, min_value=abs(b)),
+                               ref_wsd(abs(a), 2 * n + c, n, c, low=abs(b)))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+@SETTINGS
+@given(
+    a=reals(), b=reals(), n=st.one_of(st.integers(1, 10**6), magnitudes()), g=units,
+    c=st.one_of(st.integers(1, 10**6), magnitudes()), steps=st.lists(st.integers(0, INT32_MAX), min_size=6, max_size=6),
+)
+def test_extreme_settings_give_the_exact_value(name, a, b, n, g, c, steps):
+    """Where the float64 reference is representable in the default dtype,
+    fnopt returns it (2e-4 in float32: exp() of a log of up to 88 and powers
+    up to 1e6 are within a few hundred ulps)."""
+    if name == "warmup_stable_decay":
+        with np.errstate(over="ignore"):
+            total = FLOAT(2 * n + c)
+        assume(abs(a) > 0 and np.isfinite(total) and total - FLOAT(c) >= FLOAT(n))
+    if name in ("inverse_sqrt", "inverse_time_decay", "polynomial_decay", "cosine_decay"):
+        c = float(min(FLOAT(c), FLOAT(1e6)))  # a power / exponent / timescale / rate
+    sched, ref = ORACLES[name](a, n, g, b, c)
+    t = np.array([0, 1, 10, 1000, *steps])
+    with np.errstate(all="ignore"):
+        want = ref(t.astype(np.float64))
+    # Representable, and not within a few binades of the underflow threshold,
+    # where XLA's reciprocal-times-numerator may round below it and flush to 0.
+    floor = 1e-300 if X64 else 1e-30
+    ok = np.isfinite(want) & (np.abs(want) <= BIG) & (np.abs(want) >= floor)
+    got = np.asarray(sched(jnp.asarray(t, jnp.int32)), np.float64)
+    assert np.all(np.isfinite(got))
+    rtol = 1e-10 if X64 else 2e-4
+    # Plus the float64 oracle's own cancellation (1 - (1 + cos x) / 2 near x = 0).
+    atol = 1e-15 * max(abs(a), abs(b))
+    np.testing.assert_allclose(got[ok], want[ok], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize(
+    "sched,want",
+    [
+        (S.linear(0.0, 1.0, BIG), lambda t: t / BIG),
+        (S.inverse_sqrt(1.0, BIG), lambda t: t / BIG),
+        (S.warmup_stable_decay(2.0, BIG, 2.0**100, 1.0), lambda t: 2.0 * t / 2.0**100),
+        (S.polynomial_decay(1.0, BIG, 1.0, 2.0), lambda t: 1.0 + t / BIG),
+    ],
+)
+def test_tiny_progress_through_a_huge_phase_is_not_flushed(sched, want):
+    """``t / length`` for a length beyond ``2**126`` (float32): XLA divides by
+    multiplying with the reciprocal, which is flushed to zero there; fnopt
+    scales the length down first."""
+    t = np.array([10, 1000, 123456, INT32_MAX])
+    got = np.asarray(sched(jnp.asarray(t, jnp.int32)), np.float64)
+    np.testing.assert_allclose(got, want(t.astype(np.float64)), rtol=1e-5)
