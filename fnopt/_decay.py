@@ -130,14 +130,18 @@ def phase_position(t: jax.Array, lo: jax.Array, hi: jax.Array) -> tuple[jax.Arra
     return jnp.where(ok, remaining, 0.0), jnp.where(ok, progress, 1.0)
 
 
-def power_of_remaining(remaining: jax.Array, progress: jax.Array, exponent: jax.Array) -> jax.Array:
-    """``remaining ** exponent`` as ``exp(exponent * log(remaining))``, the log
-    taken as ``log1p(-progress)`` near the start: a large exponent multiplies
-    the rounding of ``remaining = 1 - progress`` (``0.99986 ** 13151``), not
-    that of ``progress``. Exact at both ends (1 at the start, 0 at the end).
+def power_weights(remaining: jax.Array, progress: jax.Array, exponent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(remaining ** exponent, 1 - remaining ** exponent)``, as
+    :func:`fractions` returns them: ``exp`` and ``-expm1`` of ``exponent *
+    log(remaining)``, the log taken as ``log1p(-progress)`` near the start.
+
+    So a large exponent multiplies the rounding of ``progress``, not that of
+    ``1 - progress`` (``0.99986 ** 13151``), and the second weight keeps full
+    precision where the first is close to 1. Exact at both ends.
     """
     log_r = jnp.where(progress <= remaining, jnp.log1p(-progress), jnp.log(remaining))
-    return jnp.where(progress == 0.0, 1.0, jnp.exp(exponent * log_r))
+    log_w = jnp.where(progress == 0.0, 0.0, exponent * log_r)
+    return jnp.exp(log_w), -jnp.expm1(log_w)
 
 
 def cos_anneal(
@@ -336,13 +340,15 @@ def polynomial_decay(
             # (total - rem) / total / k: 0 at an exact multiple, and 0 to float
             # precision when k overflows (a total of 1e-30).
             q, rem = floor_divmod(step, total_steps)
-            within, _ = fractions(total - rem, rem, total)
-            remaining = jnp.where((q > 0) & (rem == 0), 0.0, within / (q + 1.0))
-            factor = remaining ** as_float(power)
+            within, done = fractions(total - rem, rem, total)
+            multiple = (q > 0) & (rem == 0)
+            remaining = jnp.where(multiple, 0.0, within / (q + 1.0))
+            progress = jnp.where(multiple, 1.0, (q + done) / (q + 1.0))
         else:
             t = jnp.minimum(as_step(step), total)
-            factor = power_of_remaining(*fractions(total - t, t, total), as_float(power))
-        return linear_anneal(as_float(init_value), as_float(end_value), factor)
+            remaining, progress = fractions(total - t, t, total)
+        weights = power_weights(remaining, progress, as_float(power))
+        return linear_anneal(as_float(init_value), as_float(end_value), *weights)
 
     return schedule
 
