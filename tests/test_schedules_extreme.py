@@ -40,7 +40,7 @@ FLOAT = np.float64 if X64 else np.float32
 INFO = np.finfo(FLOAT)
 WIDTH = 64 if X64 else 32
 INT32_MAX = 2**31 - 1
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 STEPS = np.array([0, 1, 2, 7, 1000, 123456, 2**24 + 1, 987654321, INT32_MAX - 1, INT32_MAX])
 
 

@@ -165,6 +165,11 @@ GRIDS = {
         {"start_value": [1e-7, 1.0], "end_value": [10.0, 1e-3], "num_steps": [1, 100, 250.5]},
     ),
 }
+# The shapes and the staircase change the formula, not the tracing: their
+# variants vary the step counts only.
+for _name in ("warmup_stable_decay-cosine-cosine", "warmup_stable_decay-1-sqrt-linear"):
+    GRIDS[_name] = (GRIDS[_name][0], GRIDS[_name][1], {"total_steps": [130, 300, 1000.5], "decay_steps": [0, 50, 70.5]})
+GRIDS["inverse_time_decay-True"][2].pop("init_value")
 for _three_phase in (False, True):
     for _anneal in ("cos", "linear"):
         GRIDS[f"one_cycle-{_anneal}-{_three_phase}"] = (
