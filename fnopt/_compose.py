@@ -8,7 +8,7 @@ from typing import Sequence
 import jax.numpy as jnp
 
 from ._checks import as_float, check_nonnegative, check_schedule, concrete, is_traced
-from ._decay import ArrayLike, Schedule, as_step, constant
+from ._decay import ArrayLike, Schedule, as_step, constant, linear_anneal, phase_position
 
 
 def as_schedule(call: str, name: str, value) -> Schedule:
@@ -43,12 +43,11 @@ def warmup(schedule: Schedule | ArrayLike, warmup_steps: ArrayLike, start_value:
     def warmed(step):
         t = as_step(step)
         length = as_float(warmup_steps)
-        in_warmup = t < length
-        frac = t / jnp.where(in_warmup, length, 1.0)
         target = inner(jnp.zeros_like(t))
-        start = as_float(start_value)
-        ramp = start + (target - start) * frac
-        return jnp.where(in_warmup, ramp, inner(jnp.maximum(t - length, 0.0)))
+        # start * r + target * p, not start + (target - start) * p: the
+        # difference overflows for start = -3e38, target = 3e38.
+        ramp = linear_anneal(as_float(start_value), target, *phase_position(t, jnp.zeros_like(length), length))
+        return jnp.where(t < length, ramp, inner(jnp.maximum(t - length, 0.0)))
 
     return warmed
 

@@ -28,25 +28,13 @@ from ._decay import (
     cos_anneal,
     floor_divmod,
     fractions,
+    log_of,
     linear_anneal,
+    phase_position,
     power,
 )
 
 _ANNEAL = {"cos": cos_anneal, "linear": linear_anneal}
-
-
-def _position(t: jax.Array, lo: jax.Array, hi: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(remaining, progress)`` of ``t`` in the phase ``[lo, hi]``, in [0, 1].
-
-    ``(hi - t) / (hi - lo)`` and ``(t - lo) / (hi - lo)`` from
-    :func:`fractions` (full relative precision near both ends, exact ends).
-    An empty phase (``hi <= lo``) counts as finished (remaining 0, progress 1).
-    """
-    length = hi - lo
-    ok = length > 0
-    t = jnp.clip(t, lo, jnp.maximum(hi, lo))
-    remaining, progress = fractions(hi - t, t - lo, jnp.where(ok, length, 1.0))
-    return jnp.where(ok, remaining, 0.0), jnp.where(ok, progress, 1.0)
 
 
 # ---------------------------------------------------------------- restarts
@@ -55,12 +43,17 @@ def _position(t: jax.Array, lo: jax.Array, hi: jax.Array) -> tuple[jax.Array, ja
 def restart_position(step: ArrayLike, first_period: ArrayLike, period_mult: ArrayLike):
     """Where ``step`` lies in the SGDR periods ``T_0, T_0 m, T_0 m^2, ...``.
 
-    Returns ``(t_cur, period)``: the steps since the last restart and the
-    length of the current period. The period index ``n`` is found by exact
-    search: a logarithm gives a first guess, which is then corrected until
+    Returns ``(remaining, progress)`` in the current period, as
+    :func:`fractions`. The period index ``n`` is found by exact search: a
+    logarithm gives a first guess, which is then corrected until
     ``start(n) <= step < start(n + 1)`` holds for the very expressions used to
-    compute ``t_cur``. (A rounded ``log`` alone puts e.g. step 121 of
+    compute the position. (A rounded ``log`` alone puts e.g. step 121 of
     ``T_0 = 1, m = 3`` in the wrong period, as torch does.)
+
+    Extreme settings stay finite: where ``m ** n`` overflows but the period
+    start does not (``T_0 = 1e-30``), the power is split in two; a period
+    longer than float32's range (``m = 3e38``) has progressed by less than
+    ``2**31 / 3.4e38`` of its length, i.e. 0 to float precision.
     """
     t = as_step(step)
     t0 = as_float(first_period)
@@ -70,20 +63,39 @@ def restart_position(step: ArrayLike, first_period: ArrayLike, period_mult: Arra
     # m > 1: geometric periods. ``safe_m`` keeps the unused branch finite.
     geometric = m > 1.0
     safe_m = jnp.where(geometric, m, 2.0)
+    # From 2**100 on, 1 / m is below float precision (and XLA flushes the
+    # reciprocal of m - 1 to zero): start(n) = t0 * m**(n - 1) for n >= 1.
+    huge = safe_m >= 2.0**100
+
+    def scaled(n):
+        """``t0 * m ** n``, finite wherever the product is (t0 = 1e-30 and
+        m ** n = 2 ** 130)."""
+        direct = t0 * safe_m**n
+        half = jnp.floor(n / 2.0)
+        return jnp.where(jnp.isfinite(direct), direct, t0 * safe_m**half * safe_m ** (n - half))
 
     def start(n):
-        return t0 * (safe_m**n - 1.0) / (safe_m - 1.0)
+        direct = t0 * ((safe_m**n - 1.0) / (safe_m - 1.0))
+        direct = jnp.where(jnp.isfinite(direct), direct, (scaled(n) - t0) / (safe_m - 1.0))
+        return jnp.where(huge, jnp.where(n >= 1.0, scaled(n - 1.0), 0.0), direct)
 
-    n = jnp.floor(jnp.log1p(t / t0 * (safe_m - 1.0)) / jnp.log(safe_m))
+    # log1p(t / t0 * (m - 1)), without overflow when t0 is tiny.
+    x = t / t0 * (safe_m - 1.0)
+    log_x = jnp.where(jnp.isfinite(x), jnp.log1p(x), jnp.log(t) - log_of(first_period) + jnp.log(safe_m - 1.0))
+    n = jnp.floor(log_x / jnp.log(safe_m))
     for _ in range(2):
         n = jnp.where(start(n) > t, n - 1.0, n)
         n = jnp.where(start(n + 1.0) <= t, n + 1.0, n)
     n = jnp.maximum(n, 0.0)
-    period_geo = t0 * safe_m**n
-    t_cur_geo = jnp.clip(t - start(n), 0.0, period_geo)
+    period = scaled(n)
+    t_cur = jnp.clip(t - start(n), 0.0, period)
+    beyond = jnp.isinf(period)  # longer than float32's range: progress < 2**31 / 3.4e38
+    remaining, progress = fractions(period - t_cur, t_cur, jnp.where(beyond, 1.0, period))
+    remaining, progress = jnp.where(beyond, 1.0, remaining), jnp.where(beyond, 0.0, progress)
+    equal = fractions(t0 - t_cur_equal, t_cur_equal, t0)
     return (
-        jnp.where(geometric, t_cur_geo, t_cur_equal),
-        jnp.where(geometric, period_geo, t0),
+        jnp.where(geometric, remaining, equal[0]),
+        jnp.where(geometric, progress, equal[1]),
     )
 
 
@@ -94,8 +106,7 @@ def _restarts(call: str, anneal, init_value, first_period, period_mult, min_valu
     concrete(call, "min_value", min_value)
 
     def schedule(step):
-        t_cur, period = restart_position(step, first_period, period_mult)
-        return anneal(as_float(init_value), as_float(min_value), *fractions(period - t_cur, t_cur, period))
+        return anneal(as_float(init_value), as_float(min_value), *restart_position(step, first_period, period_mult))
 
     return schedule
 
@@ -182,7 +193,7 @@ def _one_cycle_phases(
     # Walk the phases from the last to the first so the earliest match wins.
     for i in reversed(range(len(ends))):
         lo, hi = starts[i], ends[i]
-        rem, prog = _position(t, lo, hi)
+        rem, prog = phase_position(t, lo, hi)
         if i == len(ends) - 1:
             start_v, end_v, remaining, progress = values[i][0], values[i][1], rem, prog
         else:
@@ -451,8 +462,8 @@ def combined_cos(
         t = jnp.minimum(as_step(step), total)
         peak_at = as_float(pct_start) * total
         first = t < peak_at
-        rem_up, prog_up = _position(t, jnp.zeros_like(total), peak_at)
-        rem_down, prog_down = _position(t, peak_at, total)
+        rem_up, prog_up = phase_position(t, jnp.zeros_like(total), peak_at)
+        rem_down, prog_down = phase_position(t, peak_at, total)
         remaining = jnp.where(first, rem_up, rem_down)
         progress = jnp.where(first, prog_up, prog_down)
         start = jnp.where(first, as_float(start_value), as_float(peak_value))

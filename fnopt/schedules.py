@@ -9,11 +9,14 @@ precision of the default float dtype, finite for every step in
 
 Every numeric hyperparameter may be a traced JAX value, so ``jax.vmap`` over a
 grid of, say, ``max_value`` or ``total_steps`` works; only strings and
-booleans (``anneal``, ``mode``, ``three_phase``) are static. Concrete invalid
-hyperparameters raise ``ValueError`` at construction; traced ones are not
-checked.
+booleans (``anneal``, ``mode``, ``three_phase``, ``warmup_shape``, ``cycle``,
+...) are static. Concrete invalid hyperparameters raise ``ValueError`` at
+construction; traced ones are not checked.
 """
 
+from ._anytime import inverse_sqrt as inverse_sqrt
+from ._anytime import inverse_time_decay as inverse_time_decay
+from ._anytime import warmup_stable_decay as warmup_stable_decay
 from ._compose import join as join
 from ._compose import multiply as multiply
 from ._compose import warmup as warmup
@@ -44,6 +47,8 @@ __all__ = [
     "cyclic_momentum",
     "exponential_decay",
     "exponential_range",
+    "inverse_sqrt",
+    "inverse_time_decay",
     "join",
     "linear",
     "linear_warm_restarts",
@@ -54,4 +59,5 @@ __all__ = [
     "polynomial_decay",
     "step_decay",
     "warmup",
+    "warmup_stable_decay",
 ]

@@ -248,6 +248,21 @@ CYCLIC = {
     "gamma": DECAY,
 }
 
+SHAPES = choice(("linear", "cosine", "1-sqrt"))
+PHASE = Arg(st.one_of(st.just(0), counts(1e-3, INT32_MAX)), outside(0.0), required=True)
+
+
+def _wsd_ok(kw):
+    """total_steps >= warmup_steps + decay_steps, as float32/64 computes it."""
+    total, warm, decay = (FLOAT(kw[k]) for k in ("total_steps", "warmup_steps", "decay_steps"))
+    if total - decay < warm:
+        total = warm + decay
+        while total - decay < warm:
+            total = np.nextafter(total, FLOAT(np.inf))
+        kw["total_steps"] = float(total)
+    return kw
+
+
 SCHEDULES: dict[str, Spec] = {
     "constant": Spec(S.constant, {"value": value(required=True)}),
     "step_decay": Spec(S.step_decay, {"init_value": value(True), "step_size": STEPS, "gamma": DECAY}),
@@ -266,7 +281,9 @@ SCHEDULES: dict[str, Spec] = {
             "gamma": DECAY,
         },
     ),
-    "exponential_decay": Spec(S.exponential_decay, {"init_value": value(True), "gamma": dataclasses.replace(DECAY, required=True)}),
+    "exponential_decay": Spec(
+        S.exponential_decay, {"init_value": value(True), "gamma": dataclasses.replace(DECAY, required=True), "min_value": value()}
+    ),
     "polynomial_decay": Spec(
         S.polynomial_decay,
         {
@@ -274,10 +291,19 @@ SCHEDULES: dict[str, Spec] = {
             "total_steps": STEPS,
             "power": num(0.0, lo_open=True, valid=reals(1e-3, 1e3)),
             "end_value": value(),
+            "cycle": flag(),
         },
     ),
     "linear": Spec(S.linear, {"start_value": value(True), "end_value": value(True), "total_steps": STEPS}),
-    "cosine_decay": Spec(S.cosine_decay, {"init_value": value(True), "total_steps": STEPS, "min_value": value()}),
+    "cosine_decay": Spec(
+        S.cosine_decay,
+        {
+            "init_value": value(True),
+            "total_steps": STEPS,
+            "min_value": value(),
+            "exponent": num(0.0, lo_open=True, valid=reals(1e-3, 1e3)),
+        },
+    ),
     **{
         name: Spec(
             getattr(S, name),
@@ -355,6 +381,38 @@ SCHEDULES: dict[str, Spec] = {
                 st.one_of(st.just([]), BAD_SCHEDULE.map(lambda b: [COS, b])),
                 required=True,
             )
+        },
+    ),
+    "warmup_stable_decay": Spec(
+        S.warmup_stable_decay,
+        {
+            "peak_value": value(True),
+            "total_steps": PHASE,
+            "warmup_steps": PHASE,
+            "decay_steps": PHASE,
+            "warmup_shape": SHAPES,
+            "decay_shape": SHAPES,
+            "min_value": value(),
+        },
+        (("total_steps", st.sampled_from([{"total_steps": 10, "warmup_steps": 8, "decay_steps": 5},
+                                          {"total_steps": 0.5, "warmup_steps": 0, "decay_steps": 0.75}])),),
+        _wsd_ok,
+    ),
+    "inverse_sqrt": Spec(
+        S.inverse_sqrt,
+        {
+            "peak_value": value(True),
+            "warmup_steps": PHASE,
+            "timescale": Arg(st.one_of(st.none(), counts(1e-3, INT32_MAX)), no_none(outside(0.0, lo_open=True))),
+        },
+    ),
+    "inverse_time_decay": Spec(
+        S.inverse_time_decay,
+        {
+            "init_value": value(True),
+            "decay_steps": STEPS,
+            "decay_rate": num(0.0, valid=reals(0.0, 1e6), required=True),
+            "staircase": flag(),
         },
     ),
     "exponential_range": Spec(

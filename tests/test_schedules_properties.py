@@ -84,13 +84,15 @@ def multistep_(draw):
 @st.composite
 def exponential_(draw):
     init = draw(pos)
-    return S.exponential_decay(init, draw(gammas)), 0.0, init
+    low = draw(st.one_of(st.just(0.0), floats(0.0, init)))
+    return S.exponential_decay(init, draw(gammas), low), low, init
 
 
 @st.composite
-def polynomial_(draw):
+def polynomial_(draw, cycle=None):
     end, init = draw(ordered())
-    return S.polynomial_decay(init, draw(steps_count), draw(floats(0.1, 5.0)), end), end, init
+    cycle = draw(st.booleans()) if cycle is None else cycle
+    return S.polynomial_decay(init, draw(steps_count), draw(floats(0.1, 5.0)), end, cycle), end, init
 
 
 @st.composite
@@ -102,7 +104,8 @@ def linear_(draw):
 @st.composite
 def cosine_(draw):
     low, init = draw(ordered())
-    return S.cosine_decay(init, draw(steps_count), low), low, init
+    exponent = draw(st.one_of(st.just(1.0), floats(0.1, 10.0)))
+    return S.cosine_decay(init, draw(steps_count), low, exponent), low, init
 
 
 @st.composite
@@ -173,6 +176,33 @@ def exponential_range_(draw):
     return S.exponential_range(a, b, draw(steps_count)), min(a, b), max(a, b)
 
 
+@st.composite
+def wsd_(draw):
+    peak, low = draw(pos), draw(floats(0.0, 10.0))
+    total = draw(st.integers(0, 10**6))
+    warm = draw(st.integers(0, total))
+    decay = draw(st.integers(0, total - warm))
+    shapes = st.sampled_from(["linear", "cosine", "1-sqrt"])
+    sched = S.warmup_stable_decay(
+        peak, total, warm, decay, warmup_shape=draw(shapes), decay_shape=draw(shapes), min_value=low
+    )
+    return sched, min(peak, low), max(peak, low)
+
+
+@st.composite
+def inverse_sqrt_(draw):
+    peak = draw(pos)
+    warm = draw(st.one_of(st.integers(0, 10**5), floats(0.0, 1e5)))
+    return S.inverse_sqrt(peak, warm, draw(st.none() | floats(1e-3, 1e6))), 0.0, peak
+
+
+@st.composite
+def inverse_time_(draw):
+    init = draw(pos)
+    sched = S.inverse_time_decay(init, draw(floats(1e-3, 1e6)), draw(floats(0.0, 100.0)), staircase=draw(st.booleans()))
+    return sched, 0.0, init
+
+
 FAMILIES = {
     "constant": constant_(),
     "step_decay": step_decay_(),
@@ -192,6 +222,9 @@ FAMILIES = {
     "join": join_(),
     "multiply": multiply_(),
     "exponential_range": exponential_range_(),
+    "warmup_stable_decay": wsd_(),
+    "inverse_sqrt": inverse_sqrt_(),
+    "inverse_time_decay": inverse_time_(),
 }
 FAMILY_NAMES = sorted(FAMILIES)
 
@@ -242,14 +275,14 @@ def grid(lo, hi, seed, n=N):
     return np.unique(np.concatenate([[lo, hi], rng.uniform(lo, hi, n - 2)]).astype(FLOAT))
 
 
-MONOTONE = ["step_decay", "multistep_decay", "exponential_decay", "polynomial_decay", "cosine_decay", "linear"]
+MONOTONE = ["step_decay", "multistep_decay", "exponential_decay", "cosine_decay", "linear", "inverse_time_decay"]
 
 
-@pytest.mark.parametrize("name", [*MONOTONE, "exponential_range"])
+@pytest.mark.parametrize("name", [*MONOTONE, "polynomial_decay", "exponential_range"])
 @SETTINGS
 @given(data=st.data(), seed=seeds, span=floats(1.0, 2e6))
 def test_decays_are_monotone(name, data, seed, span):
-    sched, lo, hi = data.draw(FAMILIES[name])
+    sched, lo, hi = data.draw(polynomial_(cycle=False) if name == "polynomial_decay" else FAMILIES[name])
     v = values(sched, grid(0.0, span, seed))
     direction = np.sign(v[-1] - v[0]) or 1.0
     assert_monotone(v, direction, max(abs(lo), abs(hi)), name)

@@ -2,7 +2,10 @@
 
 The references below are written from the published formulas (PyTorch's
 ``lr_scheduler`` docs and source, fastai's ``SchedCos``/``combine_scheds``,
-Loshchilov & Hutter's SGDR), independently of fnopt's implementation: SGDR
+Loshchilov & Hutter's SGDR, Hugging Face transformers' ``optimization.py``
+lambdas for WSD and inverse-sqrt, Keras' ``PolynomialDecay`` and
+``InverseTimeDecay``, Optax's ``cosine_decay_schedule(exponent=)`` and
+``exponential_decay(end_value=)``), independently of fnopt's implementation: SGDR
 periods are found by walking the periods with exact rational arithmetic,
 one-cycle is a transcription of torch ``OneCycleLR``'s phase table, CyclicLR
 of torch's ``cycle``/``x`` formula. Each schedule is compared over thousands
@@ -70,20 +73,39 @@ def ref_multistep(init, milestones, gamma=0.1):
     return f
 
 
-def ref_exponential(init, gamma):
-    return lambda t: init * gamma**t
+def ref_exponential(init, gamma, low=None):
+    """torch ``ExponentialLR``; with ``low``, Optax's ``end_value`` floor
+    (``decay_rate < 1``: ``max``)."""
+    if low is None:
+        return lambda t: init * gamma**t
+    return lambda t: np.maximum(init * gamma**t, low)
 
 
-def ref_polynomial(init, total, power=1.0, end=0.0):
-    return lambda t: end + (init - end) * (1.0 - np.minimum(t, total) / total) ** power
+def ref_polynomial(init, total, power=1.0, end=0.0, cycle=False):
+    """torch ``PolynomialLR`` / Keras ``PolynomialDecay``: with ``cycle`` the
+    decay length is ``total * ceil(t / total)``, ``total`` at ``t = 0``."""
+    if not cycle:
+        return lambda t: end + (init - end) * (1.0 - np.minimum(t, total) / total) ** power
+
+    def f(t):
+        multiplier = np.where(t == 0, 1.0, np.ceil(t / total))
+        return (init - end) * (1.0 - t / (total * multiplier)) ** power + end
+
+    return f
 
 
 def ref_linear(start, end, total):
     return lambda t: start + (end - start) * np.minimum(t, total) / total
 
 
-def ref_cosine(init, total, low=0.0):
-    return lambda t: low + (init - low) * (1.0 + np.cos(np.pi * np.minimum(t, total) / total)) / 2.0
+def ref_cosine(init, total, low=0.0, exponent=1.0):
+    """torch ``CosineAnnealingLR``; Optax ``cosine_decay_schedule`` with
+    ``alpha = low / init`` and ``exponent``."""
+    def f(t):
+        factor = (1.0 + np.cos(np.pi * np.minimum(t, total) / total)) / 2.0
+        return low + (init - low) * factor**exponent
+
+    return f
 
 
 def sgdr_position(t, first_period, mult):
@@ -244,6 +266,65 @@ def ref_exponential_range(start, end, num):
     return lambda t: start * (end / start) ** (np.minimum(t, num) / num)
 
 
+def ref_wsd(peak, total, warmup, decay, warmup_shape="linear", decay_shape="1-sqrt", low=0.0):
+    """transformers ``get_wsd_schedule(num_warmup_steps=warmup,
+    num_decay_steps=decay, num_training_steps=total, warmup_type, decay_type,
+    min_lr_ratio=low / peak)`` (``num_cycles=0.5``): ``_get_wsd_scheduler_lambda``
+    transcribed, times ``peak``."""
+    ratio = low / peak
+    stable = total - warmup - decay  # num_stable_steps as get_wsd_schedule derives it
+
+    def lr_lambda(step):
+        if step < warmup:
+            progress = float(step) / float(max(1, warmup))
+            factor = {
+                "linear": progress,
+                "cosine": 0.5 * (1.0 - math.cos(math.pi * progress)),
+                "1-sqrt": 1.0 - math.sqrt(1.0 - progress),
+            }[warmup_shape]
+            return max(0.0, factor * (1.0 - ratio) + ratio)
+        if step < warmup + stable:
+            return 1.0
+        if step < warmup + stable + decay:
+            progress = float(step - warmup - stable) / float(max(1, decay))
+            factor = {
+                "linear": 1.0 - progress,
+                "cosine": 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)),
+                "1-sqrt": 1.0 - math.sqrt(progress),
+            }[decay_shape]
+            return max(0.0, factor * (1.0 - ratio) + ratio)
+        return ratio
+
+    return lambda t: peak * np.vectorize(lr_lambda, otypes=[np.float64])(t)
+
+
+def ref_inverse_sqrt(peak, warmup, timescale=None):
+    """transformers ``get_inverse_sqrt_schedule`` (its lambda transcribed)
+    times ``peak``."""
+    if timescale is None:
+        timescale = warmup or 10_000
+
+    def lr_lambda(step):
+        if step < warmup:
+            return float(step) / float(max(1, warmup))
+        shift = timescale - warmup
+        return 1.0 / math.sqrt((step + shift) / timescale)
+
+    return lambda t: peak * np.vectorize(lr_lambda, otypes=[np.float64])(t)
+
+
+def ref_inverse_time(init, decay_steps, rate, staircase=False):
+    """Keras ``InverseTimeDecay``: ``init / (1 + rate * p)``, ``p = t /
+    decay_steps`` (floored with ``staircase``)."""
+    def f(t):
+        p = t / decay_steps
+        if staircase:
+            p = np.floor(p)
+        return init / (1.0 + rate * p)
+
+    return f
+
+
 # ------------------------------------------------------------------ cases
 
 
@@ -270,9 +351,14 @@ CASES = [
     ("exponential_decay", S.exponential_decay(1.0, 0.999), ref_exponential(1.0, 0.999), 5000),
     ("exponential_decay", S.exponential_decay(3e-3, 0.99), ref_exponential(3e-3, 0.99), 5000),
     ("exponential_decay", S.exponential_decay(0.1, 1.0), ref_exponential(0.1, 1.0), 5000),
+    ("exponential_decay", S.exponential_decay(1.0, 0.999, 0.02), ref_exponential(1.0, 0.999, 0.02), 5000),
     ("polynomial_decay", S.polynomial_decay(1.0, 4000), ref_polynomial(1.0, 4000), 5000),
     ("polynomial_decay", S.polynomial_decay(0.1, 1000, power=2.0), ref_polynomial(0.1, 1000, 2.0), 3000),
     ("polynomial_decay", S.polynomial_decay(0.1, 999.5, 0.5, 1e-3), ref_polynomial(0.1, 999.5, 0.5, 1e-3), 3000),
+    ("polynomial_decay", S.polynomial_decay(1.0, 300, 1.0, 1e-4, cycle=True),
+     ref_polynomial(1.0, 300, 1.0, 1e-4, cycle=True), 3000),
+    ("polynomial_decay", S.polynomial_decay(0.1, 250.5, 2.0, 0.0, cycle=True),
+     ref_polynomial(0.1, 250.5, 2.0, 0.0, cycle=True), 3000),
     ("linear", S.linear(1.0, 0.01, 3000), ref_linear(1.0, 0.01, 3000), 4000),
     ("linear", S.linear(0.0, 0.5, 1000), ref_linear(0.0, 0.5, 1000), 3000),
     ("linear", S.linear(0.3, 0.3, 10), ref_linear(0.3, 0.3, 10), 3000),
@@ -280,6 +366,8 @@ CASES = [
     ("cosine_decay", S.cosine_decay(1.0, 4000), ref_cosine(1.0, 4000), 5000),
     ("cosine_decay", S.cosine_decay(0.1, 1000, 1e-3), ref_cosine(0.1, 1000, 1e-3), 3000),
     ("cosine_decay", S.cosine_decay(0.1, 777.7), ref_cosine(0.1, 777.7), 3000),
+    ("cosine_decay", S.cosine_decay(1.0, 1000, 0.1, exponent=2.0), ref_cosine(1.0, 1000, 0.1, 2.0), 3000),
+    ("cosine_decay", S.cosine_decay(0.1, 1000, 0.0, exponent=0.5), ref_cosine(0.1, 1000, 0.0, 0.5), 3000),
     ("cosine_warm_restarts", S.cosine_warm_restarts(1.0, 100), ref_sgdr(1.0, 100), 5000),
     ("cosine_warm_restarts", S.cosine_warm_restarts(0.1, 10, 2, 1e-4), ref_sgdr(0.1, 10, 2, 1e-4), 5000),
     ("cosine_warm_restarts", S.cosine_warm_restarts(1.0, 1, 3), ref_sgdr(1.0, 1, 3), 5000),
@@ -336,6 +424,28 @@ CASES = [
      ref_multiply(ref_constant(0.1), ref_exponential(1.0, 0.999), ref_step_decay(1.0, 1000, 0.5)), 5000),
     ("exponential_range", S.exponential_range(1e-7, 10.0, 3000), ref_exponential_range(1e-7, 10.0, 3000), 4000),
     ("exponential_range", S.exponential_range(1.0, 1e-3, 777), ref_exponential_range(1.0, 1e-3, 777), 3000),
+    ("warmup_stable_decay", S.warmup_stable_decay(1.0, 3000, 300, 600), ref_wsd(1.0, 3000, 300, 600), 4000),
+    *[
+        ("warmup_stable_decay",
+         S.warmup_stable_decay(3e-3, 2000, 150, 500, warmup_shape=w, decay_shape=d, min_value=3e-5),
+         ref_wsd(3e-3, 2000, 150, 500, w, d, 3e-5), 3000)
+        for w in ("linear", "cosine", "1-sqrt") for d in ("linear", "cosine", "1-sqrt")
+    ],
+    ("warmup_stable_decay", S.warmup_stable_decay(0.5, 1000, 0, 1000, decay_shape="cosine"),
+     ref_wsd(0.5, 1000, 0, 1000, "linear", "cosine"), 2000),
+    ("warmup_stable_decay", S.warmup_stable_decay(0.5, 1000, 100, 0), ref_wsd(0.5, 1000, 100, 0), 2000),
+    ("warmup_stable_decay", S.warmup_stable_decay(1.0, 1000, 400, 600, warmup_shape="1-sqrt", min_value=0.1),
+     ref_wsd(1.0, 1000, 400, 600, "1-sqrt", "1-sqrt", 0.1), 2000),
+    ("inverse_sqrt", S.inverse_sqrt(1.0, 400), ref_inverse_sqrt(1.0, 400), 5000),
+    ("inverse_sqrt", S.inverse_sqrt(1e-3, 0), ref_inverse_sqrt(1e-3, 0), 5000),
+    ("inverse_sqrt", S.inverse_sqrt(0.1, 250, 1000), ref_inverse_sqrt(0.1, 250, 1000), 5000),
+    ("inverse_sqrt", S.inverse_sqrt(0.1, 100, 7.5), ref_inverse_sqrt(0.1, 100, 7.5), 3000),
+    ("inverse_time_decay", S.inverse_time_decay(0.1, 1.0, 0.5), ref_inverse_time(0.1, 1.0, 0.5), 3000),
+    ("inverse_time_decay", S.inverse_time_decay(1.0, 100, 2.0, staircase=True),
+     ref_inverse_time(1.0, 100, 2.0, True), 3000),
+    ("inverse_time_decay", S.inverse_time_decay(1.0, 33.25, 0.1), ref_inverse_time(1.0, 33.25, 0.1), 3000),
+    ("inverse_time_decay", S.inverse_time_decay(3.0, 7.5, 1.5, staircase=True), ref_inverse_time(3.0, 7.5, 1.5, True), 3000),
+    ("inverse_time_decay", S.inverse_time_decay(1.0, 10, 0.0), ref_inverse_time(1.0, 10, 0.0), 3000),
 ]
 IDS = [f"{name}-{i}" for i, (name, *_rest) in enumerate(CASES)]
 

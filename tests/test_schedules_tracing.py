@@ -46,14 +46,46 @@ GRIDS = {
     ),
     "exponential_decay": (
         S.exponential_decay,
-        {"init_value": 1.0, "gamma": 0.99},
-        {"init_value": [0.1, 4.0], "gamma": [0.5, 0.999, 1.0]},
+        {"init_value": 1.0, "gamma": 0.99, "min_value": 0.0},
+        {"init_value": [0.1, 4.0], "gamma": [0.5, 0.999, 1.0], "min_value": [0.0, 0.05, 0.5]},
     ),
     "polynomial_decay": (
         S.polynomial_decay,
         {"init_value": 1.0, "total_steps": 100, "power": 2.0, "end_value": 0.01},
         {"init_value": [0.5, 2.0], "total_steps": [1, 50, 300], "power": [0.5, 1.0, 3.0], "end_value": [0.0, 0.1]},
     ),
+    "polynomial_decay_cycle": (
+        lambda **kw: S.polynomial_decay(cycle=True, **kw),
+        {"init_value": 1.0, "total_steps": 30, "power": 2.0, "end_value": 0.01},
+        {"init_value": [0.5, 2.0], "total_steps": [1, 30, 77.5], "power": [0.5, 1.0, 3.0], "end_value": [0.0, 0.1]},
+    ),
+    "inverse_sqrt": (
+        S.inverse_sqrt,
+        {"peak_value": 1.0, "warmup_steps": 100, "timescale": None},
+        {"peak_value": [0.5, 2.0], "warmup_steps": [0, 1, 100, 37.5], "timescale": [1, 100, 5000.5]},
+    ),
+    **{
+        f"inverse_time_decay-{staircase}": (
+            lambda staircase=staircase, **kw: S.inverse_time_decay(staircase=staircase, **kw),
+            {"init_value": 1.0, "decay_steps": 10, "decay_rate": 0.5},
+            {"init_value": [0.1, 2.0], "decay_steps": [1, 10, 7.5], "decay_rate": [0.0, 0.5, 3.0]},
+        )
+        for staircase in (False, True)
+    },
+    **{
+        f"warmup_stable_decay-{w}-{d}": (
+            lambda w=w, d=d, **kw: S.warmup_stable_decay(warmup_shape=w, decay_shape=d, **kw),
+            {"peak_value": 1.0, "total_steps": 300, "warmup_steps": 30, "decay_steps": 100, "min_value": 0.01},
+            {
+                "peak_value": [0.5, 2.0],
+                "total_steps": [130, 300, 1000.5],
+                "warmup_steps": [0, 1, 30, 17.5],
+                "decay_steps": [0, 50, 100, 70.5],
+                "min_value": [0.0, 0.1],
+            },
+        )
+        for w, d in (("linear", "1-sqrt"), ("cosine", "cosine"), ("1-sqrt", "linear"))
+    },
     "linear": (
         S.linear,
         {"start_value": 0.0, "end_value": 1.0, "total_steps": 100},
@@ -61,8 +93,8 @@ GRIDS = {
     ),
     "cosine_decay": (
         S.cosine_decay,
-        {"init_value": 1.0, "total_steps": 100, "min_value": 0.0},
-        {"init_value": [0.1, 2.0], "total_steps": [3, 100, 250.5], "min_value": [0.0, 0.05]},
+        {"init_value": 1.0, "total_steps": 100, "min_value": 0.0, "exponent": 1.0},
+        {"init_value": [0.1, 2.0], "total_steps": [3, 100, 250.5], "min_value": [0.0, 0.05], "exponent": [1.0, 0.5, 2.0]},
     ),
     "cosine_warm_restarts": (
         S.cosine_warm_restarts,
@@ -133,6 +165,11 @@ GRIDS = {
         {"start_value": [1e-7, 1.0], "end_value": [10.0, 1e-3], "num_steps": [1, 100, 250.5]},
     ),
 }
+# The shapes and the staircase change the formula, not the tracing: their
+# variants vary the step counts only.
+for _name in ("warmup_stable_decay-cosine-cosine", "warmup_stable_decay-1-sqrt-linear"):
+    GRIDS[_name] = (GRIDS[_name][0], GRIDS[_name][1], {"total_steps": [130, 300, 1000.5], "decay_steps": [0, 50, 70.5]})
+GRIDS["inverse_time_decay-True"][2].pop("init_value")
 for _three_phase in (False, True):
     for _anneal in ("cos", "linear"):
         GRIDS[f"one_cycle-{_anneal}-{_three_phase}"] = (

@@ -115,6 +115,28 @@ INVALID = [
     (lambda: S.exponential_range(1e-7, -1.0, 10), "exponential_range(end_value"),
     (lambda: S.exponential_range(1e-7, 10.0, 0), "exponential_range(num_steps"),
     (lambda: S.exponential_range(1e-7, 10.0, NAN), "exponential_range(num_steps"),
+    (lambda: S.exponential_decay(1.0, 0.9, NAN), "exponential_decay(min_value"),
+    (lambda: S.polynomial_decay(1.0, 10, cycle="yes"), "polynomial_decay(cycle"),
+    (lambda: S.cosine_decay(1.0, 10, exponent=0.0), "cosine_decay(exponent"),
+    (lambda: S.cosine_decay(1.0, 10, exponent=-1.0), "cosine_decay(exponent"),
+    (lambda: S.cosine_decay(1.0, 10, exponent=INF), "cosine_decay(exponent"),
+    (lambda: S.warmup_stable_decay(NAN, 100, 10, 10), "warmup_stable_decay(peak_value"),
+    (lambda: S.warmup_stable_decay(1.0, -1, 0, 0), "warmup_stable_decay(total_steps"),
+    (lambda: S.warmup_stable_decay(1.0, 100, -10, 10), "warmup_stable_decay(warmup_steps"),
+    (lambda: S.warmup_stable_decay(1.0, 100, 10, "10"), "warmup_stable_decay(decay_steps"),
+    (lambda: S.warmup_stable_decay(1.0, 100, 60, 50), "warmup_stable_decay(total_steps"),
+    (lambda: S.warmup_stable_decay(1.0, 100, 0, 100.5), "warmup_stable_decay(total_steps"),
+    (lambda: S.warmup_stable_decay(1.0, 100, 10, 10, warmup_shape="sqrt"), "warmup_stable_decay(warmup_shape"),
+    (lambda: S.warmup_stable_decay(1.0, 100, 10, 10, decay_shape="cos"), "warmup_stable_decay(decay_shape"),
+    (lambda: S.warmup_stable_decay(1.0, 100, 10, 10, min_value=INF), "warmup_stable_decay(min_value"),
+    (lambda: S.inverse_sqrt(NAN, 10), "inverse_sqrt(peak_value"),
+    (lambda: S.inverse_sqrt(1.0, -1), "inverse_sqrt(warmup_steps"),
+    (lambda: S.inverse_sqrt(1.0, 10, 0), "inverse_sqrt(timescale"),
+    (lambda: S.inverse_sqrt(1.0, 10, "100"), "inverse_sqrt(timescale"),
+    (lambda: S.inverse_time_decay(INF, 10, 0.5), "inverse_time_decay(init_value"),
+    (lambda: S.inverse_time_decay(1.0, 0, 0.5), "inverse_time_decay(decay_steps"),
+    (lambda: S.inverse_time_decay(1.0, 10, -0.5), "inverse_time_decay(decay_rate"),
+    (lambda: S.inverse_time_decay(1.0, 10, 0.5, staircase=1), "inverse_time_decay(staircase"),
 ]
 
 
@@ -186,6 +208,15 @@ VALID_EDGES = [
     lambda: S.multiply(cos),
     lambda: S.multiply(2.0, cos, 0.5),
     lambda: S.exponential_range(10.0, 1e-7, 0.5),
+    lambda: S.exponential_decay(-1.0, 0.5, -0.1),
+    lambda: S.polynomial_decay(1.0, 1e-3, 2.0, 0.5, True),
+    lambda: S.cosine_decay(1.0, 10, 0.0, 1e-3),
+    lambda: S.warmup_stable_decay(1.0, 0, 0, 0),
+    lambda: S.warmup_stable_decay(1.0, 100, 40, 60, min_value=2.0),
+    lambda: S.warmup_stable_decay(1.0, 0.5, 0.25, 0.25, warmup_shape="1-sqrt", decay_shape="cosine"),
+    lambda: S.inverse_sqrt(1.0, 0),
+    lambda: S.inverse_sqrt(1.0, 0.5, 1e-3),
+    lambda: S.inverse_time_decay(1.0, 1e-3, 0.0, staircase=True),
 ]
 
 
@@ -219,6 +250,10 @@ TRACED_INVALID = [
     (lambda b: S.join([cos, cos, cos], b), jnp.array([20.0, 10.0])),
     (lambda v: S.constant(v), jnp.nan),
     (lambda s: S.exponential_range(s, 1.0, 10), -1.0),
+    (lambda n: S.warmup_stable_decay(1.0, n, 10, 10), 5.0),
+    (lambda w: S.inverse_sqrt(1.0, w), -5.0),
+    (lambda r: S.inverse_time_decay(1.0, 10, r), -0.5),
+    (lambda e: S.cosine_decay(1.0, 10, exponent=e), 0.0),
 ]
 
 
