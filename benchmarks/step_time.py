@@ -152,6 +152,13 @@ CASES: dict[str, tuple[Callable, Callable, int, bool, tuple]] = {
     "schedule_free_adamw": (lambda: fnopt.schedule_free_adamw(1e-3), lambda: optax.contrib.schedule_free_adamw(1e-3),
                             2, False, None),
     "prodigy": (lambda: fnopt.prodigy(), lambda: optax.contrib.prodigy(), 4, False, None),
+    # torch-parity optimizers: Optax's namesakes do the same work per element
+    # (their numerics differ in details; the cost is what is compared).
+    "nadam": (lambda: fnopt.nadam(2e-3), lambda: optax.nadam(2e-3), 2, False, ("NAdam", dict(lr=2e-3), False, False)),
+    "adamax": (lambda: fnopt.adamax(2e-3), lambda: optax.adamax(2e-3), 2, False, ("Adamax", dict(lr=2e-3), False, False)),
+    "adadelta": (lambda: fnopt.adadelta(), lambda: optax.adadelta(1.0), 2, False, ("Adadelta", dict(), False, False)),
+    "rprop": (lambda: fnopt.rprop(), lambda: optax.rprop(1e-2), 2, False, ("Rprop", dict(), False, False)),
+    "adafactor": (lambda: fnopt.adafactor(), lambda: optax.adafactor(1e-2), 1, False, ("Adafactor", dict(), False, False)),
     "clip+adamw(warmup_cos)": (lambda: fn_chain(False), lambda: ox_chain(False), 2, False,
                                ("AdamW", dict(lr=1e-3, weight_decay=1e-2), True, False)),
     "clip+adamw(warmup_cos)+plateau": (lambda: fn_chain(True), lambda: ox_chain(True), 2, True,

@@ -12,7 +12,19 @@ compiled program per recipe):
    (``LRFindResult.peak``),
 5. Adam + one-cycle (b1 cycling), peak LR from the LR range test,
 6. fastai's ``fit_one_cycle`` (AdamW, ``combined_cos`` for LR and b1), with
-   Adam's range-test peak.
+   Adam's range-test peak;
+
+and the next chapter, on the same budget:
+
+7. AdamW + warmup-stable-decay with a ``1-sqrt`` cooldown over the last 20 %
+   (Hugging Face's WSD), peaking at Adam's range-test peak,
+8. AdamW at a constant LR (a third of that peak) with a ``1-sqrt`` cooldown
+   that starts when the validation loss stalls (``transforms.cooldown``,
+   patience 2 epochs): no length fixed in advance,
+9. Schedule-free AdamW at the range-test peak (evaluated at its averaged
+   ``x``, ``schedule_free_eval_params``),
+10. Prodigy (LR-free: ``learning_rate`` is only a cosine multiplier of its
+    estimate ``d``).
 
 It says what it does as it goes (data, the two LR range tests with their
 suggestions, a progress bar per recipe; ``--no-progress`` prints one line per
@@ -118,6 +130,9 @@ class Recipe(NamedTuple):
     momentum: Callable | None
     reports: bool = False  # fed the validation loss each epoch
     momentum_name: str = "momentum"  # "b1" for Adam
+    stops: bool = False  # holds an early stopping
+    records_lr: bool = False  # draw the effective LR it ran at (cuts, cooldown, Prodigy's d)
+    eval_params: Callable | None = None  # (state, params) -> the params to evaluate
 
 
 def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Recipe]:
@@ -128,6 +143,7 @@ def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Re
     cycle_momentum = S.one_cycle_momentum(T_)
     fastai_lr = S.combined_cos(T_, 0.25, adam_peak / 25, adam_peak, adam_peak / 1e5)
     fastai_b1 = S.combined_cos(T_, 0.25, 0.95, 0.85, 0.95)
+    wsd_lr = S.warmup_stable_decay(adam_peak, T_, warmup_steps=T_ // 10, decay_steps=T_ // 5)
     return [
         Recipe(
             "SGD + plateau + early stop",
@@ -139,6 +155,8 @@ def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Re
             S.constant(0.1),
             S.constant(0.9),
             reports=True,
+            stops=True,
+            records_lr=True,
         ),
         Recipe("Adam (lr 1e-3)", fnopt.adam(1e-3), S.constant(1e-3), S.constant(0.9), momentum_name="b1"),
         Recipe("SGD + SGDR", fnopt.sgd(sgdr_lr, momentum=0.9), sgdr_lr, S.constant(0.9)),
@@ -157,6 +175,26 @@ def make_recipes(total_steps: int, sgd_peak: float, adam_peak: float) -> list[Re
             fastai_b1,
             momentum_name="b1",
         ),
+        # The next chapter (2022-2024): WSD with a 1-sqrt cooldown, a cooldown
+        # the run starts when the validation loss stalls, schedule-free and
+        # LR-free training, on the same budget and peak.
+        Recipe("AdamW + WSD (1-sqrt)", fnopt.adamw(wsd_lr, weight_decay=0.01), wsd_lr, S.constant(0.9),
+               momentum_name="b1"),
+        Recipe(
+            "AdamW + plateau-triggered cooldown",
+            fnopt.chain(fnopt.adamw(adam_peak / 3, weight_decay=0.01),
+                        T.cooldown(decay_steps=T_ // 5, shape="1-sqrt", patience=2)),
+            S.constant(adam_peak / 3),
+            S.constant(0.9),
+            reports=True,
+            records_lr=True,
+            momentum_name="b1",
+        ),
+        Recipe("Schedule-free AdamW", fnopt.schedule_free_adamw(adam_peak, warmup_steps=T_ // 20, weight_decay=0.01),
+               S.warmup(adam_peak, T_ // 20), S.constant(0.9), momentum_name="b1",
+               eval_params=fnopt.schedule_free_eval_params),
+        Recipe("Prodigy (LR-free)", fnopt.prodigy(S.cosine_decay(1.0, T_)), None, S.constant(0.9),
+               records_lr=True, momentum_name="b1"),
     ]
 
 
@@ -185,8 +223,9 @@ def train(recipe: Recipe, data, seeds, epochs: int, batch_size: int, progress: b
             return (fnopt.apply_updates(params, updates), state), None
 
         (params, state), _ = jax.lax.scan(step, (params, state), order)
-        val_loss, _ = evaluate(params, x_val, y_val)
-        test_loss, test_acc = evaluate(params, x_te, y_te)
+        at = params if recipe.eval_params is None else recipe.eval_params(state, params)
+        val_loss, _ = evaluate(at, x_val, y_val)
+        test_loss, test_acc = evaluate(at, x_te, y_te)
         if recipe.reports:
             state = fnopt.report(state, val_loss)
         return params, state, test_acc
@@ -208,8 +247,9 @@ def train(recipe: Recipe, data, seeds, epochs: int, batch_size: int, progress: b
         steps.append((epoch + 1) * steps_per_epoch)
         bar.update(1)
         bar.set_postfix_str(f"test acc {100 * curve[-1].mean():.1f} %")
-        if recipe.reports:
+        if recipe.records_lr:
             lrs.append(np.asarray(fnopt.hyperparams(state)["effective_learning_rate"]))
+        if recipe.stops:
             stop = np.asarray(fnopt.should_stop(state))
             for i in np.flatnonzero(stop):
                 if stopped_at[i] is None:
@@ -305,7 +345,7 @@ def plot_schedules(recipes, results, total_steps: int, steps_per_epoch: int, pat
         lr = {"learning rate": recipe.lr}
         recorded, stopped_at = results[recipe.name]["effective_lr"], results[recipe.name]["stopped_at"]
         if recorded is not None:  # each seed's LR per epoch, up to its early stop
-            lr = {f"LR after cuts, seed {i}": _per_epoch(lrs[: (stop or total_steps) // steps_per_epoch], steps_per_epoch)
+            lr = {f"effective LR, seed {i}": _per_epoch(lrs[: (stop or total_steps) // steps_per_epoch], steps_per_epoch)
                   for i, (lrs, stop) in enumerate(zip(recorded, stopped_at))}
         momentum = recipe.momentum
         if any(stopped_at):  # drawn up to the last early stop, as the LR is

@@ -29,7 +29,7 @@ def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_
     )
     out = capsys.readouterr().out
     assert "| recipe | final test acc" in out
-    assert len(summary["recipes"]) == 6
+    assert len(summary["recipes"]) == 10
     for name in ("schedules.png", "lr_find_sgd.png", "lr_find_adam.png", "accuracy.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "compare_schedules.json").read_text())
@@ -39,7 +39,7 @@ def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_
     assert lines[0].startswith("Generating MNIST-1D")
     assert [line.split(",")[1].split(":")[0].strip() for line in lines if line.startswith("LR range test")] == [
         "SGD (momentum 0.9)", "Adam"]
-    assert sum(line.startswith("  ") and line.endswith(" ...") for line in lines) == 6  # one per recipe as it starts
+    assert sum(line.startswith("  ") and line.endswith(" ...") for line in lines) == 10  # one per recipe as it starts
     assert saved["one_cycle_peak"]["sgd"] > saved["lr_find"]["sgd"]["steep"]
 
 

@@ -96,6 +96,22 @@ GALLERY = {
     "multiply": Entry(
         {"multiply": "multiply(cosine_decay(0.1, total_steps=1000), cyclic(0.5, 1.0, step_size_up=50))"}, 1000
     ),
+    "warmup_stable_decay": Entry(
+        {
+            "1-sqrt decay (default)": "warmup_stable_decay(0.1, total_steps=1000, warmup_steps=100, decay_steps=200)",
+            "linear decay": 'warmup_stable_decay(0.1, total_steps=1000, warmup_steps=100, decay_steps=200, decay_shape="linear")',
+            "cosine, min 0.01": 'warmup_stable_decay(0.1, 1000, 100, 200, decay_shape="cosine", min_value=0.01)',
+        },
+        1000,
+    ),
+    "inverse_sqrt": Entry({"inverse_sqrt": "inverse_sqrt(0.1, warmup_steps=100)"}, 1000),
+    "inverse_time_decay": Entry(
+        {
+            "smooth": "inverse_time_decay(0.1, decay_steps=100, decay_rate=0.5)",
+            "staircase": "inverse_time_decay(0.1, decay_steps=100, decay_rate=0.5, staircase=True)",
+        },
+        1000,
+    ),
     "exponential_range": Entry(
         {"exponential_range": "exponential_range(1e-7, 10.0, num_steps=100)"}, 100, log_scale=True
     ),
