@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._chain import mark_stopping
 from ._base import Hyper, check_hyper, next_count, resolve, zero_count
 from ._checks import check_choice, concrete, float_dtype
 from ._plateau import as_count, as_metric, check_count, feed_window, sign_of
@@ -193,4 +194,4 @@ def early_stopping(
         updates = jax.tree.map(lambda u: jnp.where(stopped, jnp.zeros_like(u), u), updates)
         return updates, state._replace(count=next_count(state.count))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return mark_stopping(optax.GradientTransformationExtraArgs(init_fn, update_fn))

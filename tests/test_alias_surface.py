@@ -66,7 +66,7 @@ def test_moment_dtypes_set_the_state_dtypes_and_keep_the_updates_close(alias, na
     extra = {"momentum": 0.9} if alias in ("sgd", "rmsprop") else {}
     if alias == "rmsprop":
         extra["centered"] = True
-    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)}
+    params = {"w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4)}
     low = make(1e-2, **extra, **{n: jnp.bfloat16 for n in names})
     full = make(1e-2, **extra)
     state_low, state_full = low.init(params), full.init(params)

@@ -88,7 +88,7 @@ def test_report_on_an_nnx_optimizer_inside_nnx_jit():
 
 def test_group_trees_match_nnx_state_keys():
     tx = fnopt.adamw({"body": 1e-3, "head": 1e-2}, weight_decay={"body": 0.1, "head": 0.0})
-    x = jnp.ones((4, 2))
+    x = jnp.ones((4, 2), jnp.float32)  # Flax params are float32, also under x64
 
     def loss(m):
         return jnp.mean(m(x) ** 2)
