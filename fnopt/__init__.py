@@ -4,21 +4,27 @@ from optax import apply_updates as apply_updates
 
 from . import schedules as schedules
 from . import transforms as transforms
-from ._adabelief import adabelief
-from ._adadelta import adadelta
-from ._adafactor import adafactor
-from ._adam import adam, adamw, radam, ranger
-from ._lion import lion
-from ._momentum import sgd
-from ._muon import muon
-from ._nadam import adamax, nadam
-from ._prodigy import prodigy
-from ._rms import adagrad, rmsprop
-from ._rprop import rprop
-from ._schedule_free import schedule_free_adamw, schedule_free_sgd
-from ._trust_ratio import lamb, lars
+from ._adabelief import adabelief as adabelief
+from ._adadelta import adadelta as adadelta
+from ._adafactor import adafactor as adafactor
+from ._adam import adam as adam
+from ._adam import adamw as adamw
+from ._adam import radam as radam
+from ._adam import ranger as ranger
+from ._lion import lion as lion
+from ._momentum import sgd as sgd
+from ._muon import muon as muon
+from ._nadam import adamax as adamax
+from ._nadam import nadam as nadam
+from ._prodigy import prodigy as prodigy
+from ._rms import adagrad as adagrad
+from ._rms import rmsprop as rmsprop
+from ._rprop import rprop as rprop
+from ._schedule_free import schedule_free_adamw as schedule_free_adamw
+from ._schedule_free import schedule_free_sgd as schedule_free_sgd
+from ._trust_ratio import lamb as lamb
+from ._trust_ratio import lars as lars
 from ._chain import chain as chain
-from ._chain import friendly
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
 from ._muon import muon_labels as muon_labels
@@ -28,27 +34,6 @@ from ._report import should_stop as should_stop
 from ._report import start_cooldown as start_cooldown
 from ._schedule_free import schedule_free_eval_params as schedule_free_eval_params
 
-# Every alias explains an unknown keyword (PyTorch's `lr=`, `betas=`, a typo) with a "did you mean".
-adabelief = friendly(adabelief)
-adadelta = friendly(adadelta)
-adafactor = friendly(adafactor)
-adagrad = friendly(adagrad)
-adam = friendly(adam)
-adamax = friendly(adamax)
-adamw = friendly(adamw)
-lamb = friendly(lamb)
-lars = friendly(lars)
-lion = friendly(lion)
-muon = friendly(muon)
-nadam = friendly(nadam)
-prodigy = friendly(prodigy)
-radam = friendly(radam)
-ranger = friendly(ranger)
-rmsprop = friendly(rmsprop)
-rprop = friendly(rprop)
-schedule_free_adamw = friendly(schedule_free_adamw)
-schedule_free_sgd = friendly(schedule_free_sgd)
-sgd = friendly(sgd)
 
 __version__ = "0.1.0"
 

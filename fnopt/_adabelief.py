@@ -15,6 +15,7 @@ from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
 from ._common import RULES, abs2, compute_dtype, is_zero, may_be_zero, moment_like, safe_divide, storage_dtype
 from ._elementwise import _weight_decay, check_mask, scale_by_learning_rate
+from ._chain import friendly
 
 BELIEF_RULES = {**RULES, "eps_root": {"low": 0.0}}
 
@@ -132,6 +133,7 @@ def scale_by_belief(
     return _scale_by_belief("scale_by_belief", b1, b2, eps, eps_root, nesterov, mu_dtype, nu_dtype)
 
 
+@friendly
 def adabelief(
     learning_rate: Hyper,
     b1: Hyper = 0.9,

@@ -29,6 +29,7 @@ from ._common import (
     real_dtype,
 )
 from ._elementwise import chain_stages, coupled_decay, flip_sign, scale_by_learning_rate
+from ._chain import friendly
 
 LOCAL_RULES = {**RULES, "rho": {"low": 0.0, "high": 1.0}}
 
@@ -107,6 +108,7 @@ def scale_by_adadelta(rho: Hyper = 0.9, eps: Hyper = 1e-6, *, nu_dtype: Any = No
     return _adadelta("scale_by_adadelta", rho, eps, nu_dtype)
 
 
+@friendly
 def adadelta(
     learning_rate: Hyper = 1.0,
     rho: Hyper = 0.9,

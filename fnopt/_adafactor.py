@@ -29,6 +29,7 @@ from ._common import (
     storage_dtype,
 )
 from ._elementwise import chain_stages, decoupled_decay, flip_sign, scale_by_learning_rate
+from ._chain import friendly
 
 LOCAL_RULES: dict[str, dict[str, Any]] = {
     "beta2_decay": {"high": 0.0},
@@ -217,6 +218,7 @@ def scale_by_adafactor(
     return _direction("scale_by_adafactor", learning_rate, beta2_decay, eps1, eps2, d, nu_dtype)
 
 
+@friendly
 def adafactor(
     learning_rate: Hyper = 1e-2,
     beta2_decay: Hyper = -0.8,

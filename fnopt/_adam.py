@@ -35,6 +35,7 @@ from ._common import (
 )
 from ._elementwise import chain_stages, coupled_decay, decoupled_decay, flip_sign, scale_by_learning_rate
 from ._wrappers import lookahead
+from ._chain import friendly
 
 # -------------------------------------------------------------------- Adam
 
@@ -262,6 +263,7 @@ def scale_by_radam(
 # ------------------------------------------------------------------ aliases
 
 
+@friendly
 def adam(
     learning_rate: Hyper = 1e-3,
     b1: Hyper = 0.9,
@@ -343,6 +345,7 @@ def adam(
     ))
 
 
+@friendly
 def adamw(
     learning_rate: Hyper = 1e-3,
     b1: Hyper = 0.9,
@@ -419,6 +422,7 @@ def adamw(
     ))
 
 
+@friendly
 def radam(
     learning_rate: Hyper = 1e-3,
     b1: Hyper = 0.9,
@@ -489,6 +493,7 @@ def radam(
     ))
 
 
+@friendly
 def ranger(
     learning_rate: Hyper = 1e-3,
     b1: Hyper = 0.95,

@@ -15,6 +15,7 @@ from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import check_choice
 from ._common import RULES, compute_dtype, is_zero, moment_like, storage_dtype
 from ._elementwise import _weight_decay, check_mask, scale_by_learning_rate
+from ._chain import friendly
 
 LION_RULES = {**RULES, "smooth_beta": {"low": 0.0, "low_open": True}}
 MODES = ("hard", "smooth", "refined")
@@ -111,6 +112,7 @@ def scale_by_lion(
     return _scale_by_lion("scale_by_lion", b1, b2, mode, smooth_beta, mu_dtype)
 
 
+@friendly
 def lion(
     learning_rate: Hyper,
     b1: Hyper = 0.9,

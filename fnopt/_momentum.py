@@ -12,6 +12,7 @@ import optax
 from ._base import Hyper, next_count, per_group, zero_count
 from ._common import check_nesterov, compute_dtype, hypers, is_zero, moment_like, storage_dtype, with_group_check
 from ._elementwise import chain_stages, coupled_decay, flip_sign, scale_by_learning_rate
+from ._chain import friendly
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -103,6 +104,7 @@ def scale_by_momentum(
 # ------------------------------------------------------------------ alias
 
 
+@friendly
 def sgd(
     learning_rate: Hyper = 1e-3,
     momentum: Hyper = 0.0,

@@ -21,6 +21,7 @@ from ._base import Hyper, Hypers, is_group_tree, next_count, per_group, zero_cou
 from ._checks import check_choice, check_flag, is_traced
 from ._common import RULES, compute_dtype, full_like, hypers, safe_divide, storage_dtype, with_group_check
 from ._elementwise import chain_stages, decoupled_decay, flip_sign, scale_by_learning_rate
+from ._chain import friendly
 
 # Keller Jordan's coefficients, torch's defaults.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -197,6 +198,7 @@ def scale_by_muon(
     return _direction("scale_by_muon", momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, mu_dtype)
 
 
+@friendly
 def muon(
     learning_rate: Hyper = 1e-3,
     weight_decay: Hyper = 0.1,

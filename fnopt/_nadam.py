@@ -31,6 +31,7 @@ from ._common import (
     real_dtype,
 )
 from ._elementwise import chain_stages, coupled_decay, decoupled_decay, flip_sign, scale_by_learning_rate
+from ._chain import friendly
 
 LOCAL_RULES = {**RULES, "momentum_decay": {"low": 0.0}}
 
@@ -152,6 +153,7 @@ def scale_by_nadam(
     return _nadam("scale_by_nadam", b1, b2, eps, momentum_decay, mu_dtype, nu_dtype)
 
 
+@friendly
 def nadam(
     learning_rate: Hyper = 2e-3,
     b1: Hyper = 0.9,
@@ -314,6 +316,7 @@ def scale_by_adamax(
     return _adamax("scale_by_adamax", b1, b2, eps, mu_dtype, nu_dtype)
 
 
+@friendly
 def adamax(
     learning_rate: Hyper = 2e-3,
     b1: Hyper = 0.9,

@@ -14,6 +14,7 @@ from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, next_cou
 from ._checks import as_float, check_flag, float_dtype
 from ._common import RULES, compute_dtype, full_like, is_zero, require_params, storage_dtype
 from ._elementwise import check_mask, scale_by_learning_rate
+from ._chain import friendly
 
 _BETA = {"low": 0.0, "high": 1.0, "high_open": True, "groups": False}
 LOCAL_RULES: dict[str, dict[str, Any]] = {
@@ -177,6 +178,7 @@ def _scale_by_prodigy(call, learning_rate, b1, b2, beta3, eps, estim_lr0, estim_
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+@friendly
 def prodigy(
     learning_rate: Hyper = 1.0,
     b1: Hyper = 0.9,

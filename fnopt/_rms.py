@@ -35,6 +35,7 @@ from ._common import (
 )
 from ._elementwise import chain_stages, coupled_decay, flip_sign, scale_by_learning_rate
 from ._momentum import scale_by_momentum
+from ._chain import friendly
 
 # ----------------------------------------------------------------- Adagrad
 
@@ -187,6 +188,7 @@ def scale_by_rms(
 # ------------------------------------------------------------------ aliases
 
 
+@friendly
 def adagrad(
     learning_rate: Hyper = 1e-2,
     initial_accumulator_value: Hyper = 0.0,
@@ -248,6 +250,7 @@ def adagrad(
     ))
 
 
+@friendly
 def rmsprop(
     learning_rate: Hyper = 1e-2,
     alpha: Hyper = 0.99,

@@ -19,6 +19,7 @@ from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import check_flag
 from ._elementwise import chain_stages, flip_sign
 from ._common import RULES, _concrete_or_none, compute_dtype, fill_like, real_dtype
+from ._chain import friendly
 
 LOCAL_RULES = {
     **RULES,
@@ -154,6 +155,7 @@ def scale_by_rprop(
     return _rprop("scale_by_rprop", learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)
 
 
+@friendly
 def rprop(
     learning_rate: Hyper = 1e-2,
     eta_minus: Hyper = 0.5,

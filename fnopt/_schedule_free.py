@@ -16,6 +16,7 @@ from ._common import RULES, storage_dtype, compute_dtype, fill_like, is_zero, ma
 from ._compose import warmup
 from ._elementwise import add_decayed_weights, add_weight_decay, check_mask, scale_by_learning_rate
 from ._report import plain_state
+from ._chain import friendly
 
 LOCAL_RULES: dict[str, dict[str, Any]] = {
     "b1": {"low": 0.0, "high": 1.0, "low_open": True},  # (0, 1]: the eval params divide by b1
@@ -264,6 +265,7 @@ def _check(call: str, **values: Hyper) -> None:
     Hypers(call, _rules(), **values)
 
 
+@friendly
 def schedule_free_sgd(
     learning_rate: Hyper = 1.0,
     warmup_steps: Any = None,
@@ -337,6 +339,7 @@ def schedule_free_sgd(
     )
 
 
+@friendly
 def schedule_free_adamw(
     learning_rate: Hyper = 0.0025,
     warmup_steps: Any = None,

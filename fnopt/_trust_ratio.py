@@ -17,6 +17,7 @@ from ._checks import check_flag
 from ._common import RULES, abs2, compute_dtype, is_zero, require_params, storage_dtype
 from ._elementwise import _recording, _weight_decay, apply_mask, check_mask, scale_by_learning_rate
 from ._momentum import scale_by_momentum
+from ._chain import friendly
 
 TRUST_RULES = {
     **RULES,
@@ -106,6 +107,7 @@ def scale_by_trust_ratio(
     )
 
 
+@friendly
 def lars(
     learning_rate: Hyper,
     weight_decay: Hyper = 0.0,
@@ -185,6 +187,7 @@ def lars(
     ))
 
 
+@friendly
 def lamb(
     learning_rate: Hyper,
     b1: Hyper = 0.9,
