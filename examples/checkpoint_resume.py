@@ -10,6 +10,9 @@ built state and finishes. The resumed run ends bit-identical to an
 uninterrupted one.
 
     python examples/checkpoint_resume.py
+
+Needs the ``examples`` extra (Flax and Orbax): ``pip install -e ".[examples]"``,
+which the README's demo command installs.
 """
 
 from __future__ import annotations

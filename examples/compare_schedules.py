@@ -39,6 +39,9 @@ by the ``mnist1d`` package.
 
     python examples/compare_schedules.py            # default: a few minutes on 2 CPU cores
     python examples/compare_schedules.py --full     # the longer, paper-sized run
+
+Needs the ``examples`` extra (mnist1d, matplotlib, tqdm), which the README's
+demo command installs.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ the 8 devices are simulated (``XLA_FLAGS`` is set before JAX starts).
 
     python examples/data_parallel.py               # 8 epochs
     python examples/data_parallel.py --epochs 2    # quick
+
+Needs only fnopt itself (no extra).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ table. Takes well under a minute on 2 CPU cores.
 
     python examples/flax_plateau_early_stopping.py
     python examples/flax_plateau_early_stopping.py --api nnx
+
+Needs the ``examples`` extra (Flax, mnist1d): ``pip install -e ".[examples]"``,
+which the README's demo command installs.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ rate and inverse momentum, prints the loss (from about 0.11 to under 0.01), and 
 schedules to ``out/quickstart_schedules.png``.
 
     python examples/quickstart.py
+
+Needs the ``plot`` extra for its picture (matplotlib), which the README's demo
+command installs.
 """
 
 from __future__ import annotations

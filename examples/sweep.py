@@ -34,6 +34,8 @@ point of the comparison.
 
     python examples/sweep.py                 # default: 4 x 2 grid, 600 steps (~2 min on 2 CPU cores)
     python examples/sweep.py --peaks 0.01 0.03 0.1 0.3 1.0 --pcts 0.1 0.25 0.4 --steps 3000
+
+Needs the ``examples`` extra (mnist1d), which the README's demo command installs.
 """
 
 from __future__ import annotations
