@@ -432,6 +432,8 @@ def main(argv=None):
     parser.add_argument("--out", default="out")
     parser.add_argument("--find-steps", type=int, default=100, help="steps of each LR range test")
     parser.add_argument("--no-progress", action="store_true", help="one line per recipe instead of progress bars")
+    parser.add_argument("--recipes", default=None,
+                        help="comma-separated parts of recipe names to run (default: all ten), e.g. 'one-cycle,WSD'")
     args = parser.parse_args(argv)
     epochs = args.epochs or (170 if args.full else 60)
     num_seeds = args.seeds or (5 if args.full else 3)
@@ -460,6 +462,11 @@ def main(argv=None):
     sgd_peak, adam_peak = found["sgd"].peak, found["adam"].peak
 
     recipes = make_recipes(total, sgd_peak, adam_peak)
+    if args.recipes:
+        wanted = [w.strip().lower() for w in args.recipes.split(",") if w.strip()]
+        recipes = [r for r in recipes if any(w in r.name.lower() for w in wanted)]
+        if not recipes:
+            parser.error(f"--recipes {args.recipes!r} matches no recipe")
     print(f"Training {len(recipes)} recipes:", flush=True)
     results = {}
     for recipe in recipes:

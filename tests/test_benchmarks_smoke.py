@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 
@@ -15,9 +17,19 @@ def _run(args, timeout=300):
                           timeout=timeout, check=True)
 
 
+@pytest.mark.slow
+def test_step_time_tiny_every_case(tmp_path):
+    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch"])
+    assert "| schedule_free_adamw |" in out.stdout and "| adafactor |" in out.stdout
+
+
 def test_step_time_tiny(tmp_path):
     js, md = tmp_path / "step.json", tmp_path / "step.md"
-    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--json", str(js), "--md", str(md)])
+    # The original cases plus one Optax-core and one contrib counterpart; every
+    # case runs in the slow test below.
+    cases = "sgd_momentum,adam,adamw,rmsprop,adagrad,clip+adamw(warmup_cos),clip+adamw(warmup_cos)+plateau,nadam,prodigy"
+    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--cases", cases,
+                "--json", str(js), "--md", str(md)])
     assert "| case | fnopt ms | optax ms | roofline ms" in out.stdout
     data = json.loads(js.read_text())
     cases = {r["case"] for r in data["results"]}

@@ -24,12 +24,16 @@ def test_quickstart_short_run_still_trains(load_example, tmp_path):
 def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_path, capsys):
     pytest.importorskip("mnist1d")
     pytest.importorskip("matplotlib")
+    # Four recipes that between them take every path of the training loop
+    # (metric reports, early stopping, recorded effective LR, eval params);
+    # all ten run in the slow test below.
     summary = load_example("compare_schedules").main(
-        ["--epochs", "1", "--seeds", "2", "--find-steps", "20", "--out", str(tmp_path), "--no-progress"]
+        ["--epochs", "1", "--seeds", "2", "--find-steps", "20", "--out", str(tmp_path), "--no-progress",
+         "--recipes", "plateau + early,Adam + one-cycle,triggered cooldown,Schedule-free"]
     )
     out = capsys.readouterr().out
     assert "| recipe | final test acc" in out
-    assert len(summary["recipes"]) == 10
+    assert len(summary["recipes"]) == 4
     for name in ("schedules.png", "lr_find_sgd.png", "lr_find_adam.png", "accuracy.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "compare_schedules.json").read_text())
@@ -39,7 +43,7 @@ def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_
     assert lines[0].startswith("Generating MNIST-1D")
     assert [line.split(",")[1].split(":")[0].strip() for line in lines if line.startswith("LR range test")] == [
         "SGD (momentum 0.9)", "Adam"]
-    assert sum(line.startswith("  ") and line.endswith(" ...") for line in lines) == 10  # one per recipe as it starts
+    assert sum(line.startswith("  ") and line.endswith(" ...") for line in lines) == 4  # one per recipe as it starts
     assert saved["one_cycle_peak"]["sgd"] > saved["lr_find"]["sgd"]["steep"]
 
 
@@ -77,3 +81,12 @@ def test_compare_schedules_accuracy_picture_has_title_target_and_zoom(load_examp
     assert zoom.get_ylim()[1] - zoom.get_ylim()[0] < full.get_ylim()[1] - full.get_ylim()[0]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "target 94 %" in labels and "early-stopped here" in labels
+
+
+@pytest.mark.slow
+def test_compare_schedules_all_ten_recipes_tiny(load_example, tmp_path):
+    pytest.importorskip("mnist1d")
+    summary = load_example("compare_schedules").main(
+        ["--epochs", "1", "--seeds", "2", "--find-steps", "20", "--out", str(tmp_path), "--no-progress"]
+    )
+    assert len(summary["recipes"]) == 10
