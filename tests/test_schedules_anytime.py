@@ -31,7 +31,7 @@ X64 = bool(jax.config.jax_enable_x64)
 FLOAT = np.float64 if X64 else np.float32
 EPS = float(np.finfo(FLOAT).eps)
 RTOL = 1e-12 if X64 else 2e-6
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SHAPES = ["linear", "cosine", "1-sqrt"]
 N = 256
 

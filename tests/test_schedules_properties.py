@@ -22,7 +22,7 @@ X64 = bool(jax.config.jax_enable_x64)
 FLOAT = np.float64 if X64 else np.float32
 EPS = float(np.finfo(FLOAT).eps)
 SETTINGS = settings(
-    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 N = 256  # steps per example
 
