@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import optax
 
 from ._common import with_group_check
-from ._elementwise import chain_stages
+from ._elementwise import chain_stages, decoupled_decay
 from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
-from ._common import RULES, abs2, compute_dtype, is_zero, may_be_zero, moment_like, safe_divide, storage_dtype
-from ._elementwise import _weight_decay, check_mask, scale_by_learning_rate
+from ._common import RULES, abs2, compute_dtype, may_be_zero, moment_like, safe_divide, storage_dtype
+from ._elementwise import scale_by_learning_rate
 from ._chain import friendly
 
 BELIEF_RULES = {**RULES, "eps_root": {"low": 0.0}}
@@ -202,9 +202,8 @@ def adabelief(
     """
     call = "adabelief"
     hp = Hypers(call, BELIEF_RULES, learning_rate=learning_rate, weight_decay=weight_decay)
-    check_mask(call, mask)
     return with_group_check(hp, chain_stages(
         _scale_by_belief(call, b1, b2, eps, eps_root, nesterov, mu_dtype, nu_dtype),
-        None if is_zero(weight_decay) else _weight_decay(call, weight_decay, mask),
+        decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     ))

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import optax
 
 from ._common import with_group_check
-from ._elementwise import chain_stages
+from ._elementwise import chain_stages, decoupled_decay
 from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import check_choice
-from ._common import RULES, compute_dtype, is_zero, moment_like, storage_dtype
-from ._elementwise import _weight_decay, check_mask, scale_by_learning_rate
+from ._common import RULES, compute_dtype, moment_like, storage_dtype
+from ._elementwise import scale_by_learning_rate
 from ._chain import friendly
 
 LION_RULES = {**RULES, "smooth_beta": {"low": 0.0, "low_open": True}}
@@ -175,9 +175,8 @@ def lion(
     """
     call = "lion"
     hp = Hypers(call, LION_RULES, learning_rate=learning_rate, weight_decay=weight_decay)
-    check_mask(call, mask)
     return with_group_check(hp, chain_stages(
         _scale_by_lion(call, b1, b2, mode, smooth_beta, mu_dtype),
-        None if is_zero(weight_decay) else _weight_decay(call, weight_decay, mask),
+        decoupled_decay(call, weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     ))

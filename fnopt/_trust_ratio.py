@@ -11,11 +11,11 @@ import optax
 
 from ._adam import scale_by_adam
 from ._common import with_group_check
-from ._elementwise import chain_stages
+from ._elementwise import chain_stages, decoupled_decay
 from ._base import Hyper, Hypers, Resolved, per_group
 from ._checks import check_flag
 from ._common import RULES, abs2, compute_dtype, is_zero, require_params, storage_dtype
-from ._elementwise import _recording, _weight_decay, apply_mask, check_mask, scale_by_learning_rate
+from ._elementwise import _recording, apply_mask, check_mask, scale_by_learning_rate
 from ._momentum import scale_by_momentum
 from ._chain import friendly
 
@@ -178,9 +178,8 @@ def lars(
     hp = Hypers(call, TRUST_RULES, learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum)
     check_flag(call, "nesterov", nesterov)
     storage_dtype(call, mu_dtype)
-    check_mask(call, mask)
     return with_group_check(hp, chain_stages(
-        None if is_zero(weight_decay) else _weight_decay(call, weight_decay, mask),
+        decoupled_decay(call, weight_decay, mask),
         _trust_ratio(call, trust_ratio_mask, "trust_ratio_mask", trust_coefficient=trust_coefficient, eps=eps),
         scale_by_learning_rate(learning_rate),
         None if is_zero(momentum) else scale_by_momentum(momentum, nesterov=nesterov, mu_dtype=mu_dtype),
@@ -259,10 +258,9 @@ def lamb(
     )
     storage_dtype(call, mu_dtype)
     storage_dtype(call, nu_dtype, "nu_dtype")
-    check_mask(call, mask)
     return with_group_check(hp, chain_stages(
         scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-        None if is_zero(weight_decay) else _weight_decay(call, weight_decay, mask),
+        decoupled_decay(call, weight_decay, mask),
         _trust_ratio(call, None, "mask"),
         scale_by_learning_rate(learning_rate),
     ))
