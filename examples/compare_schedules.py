@@ -378,11 +378,11 @@ def plot_accuracy(results, path, zoom_from: float = 0.7):
     the right panel zooms on the last ``1 - zoom_from`` of the run."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    fig = Figure(figsize=(11.5, 4.2), layout="constrained")  # room for the legend's notes
     full, zoom = fig.subplots(1, 2, width_ratios=(1.6, 1.0))
     last = max(int(r["steps"][-1]) for r in results.values())
     tails = {}  # name -> (lowest, highest, final) mean accuracy in the zoomed range
-    outside = []  # recipes the zoom does not show
+    outside = {}  # recipes the zoom does not show -> what the legend says of them
     for k, (name, r) in enumerate(results.items()):
         mean, std = r["accuracy"].mean(0), r["accuracy"].std(0)
         for ax in (full, zoom):
@@ -395,7 +395,7 @@ def plot_accuracy(results, path, zoom_from: float = 0.7):
         if tail.size:
             tails[name] = (float(tail.min()), float(tail.max()), float(mean[-1]))
         else:
-            outside.append(f"{name}:\n  {100 * mean[-1]:.1f} %, ended at step {r['steps'][-1]}")
+            outside[name] = f"{100 * mean[-1]:.1f} %, stopped at step {r['steps'][-1]}"
     for ax in (full, zoom):
         ax.axhline(TARGET_ACCURACY, color="k", lw=0.9, ls=":")
         ax.grid(alpha=0.3)
@@ -403,17 +403,17 @@ def plot_accuracy(results, path, zoom_from: float = 0.7):
     full.text(0.02, TARGET_ACCURACY + 0.005, f"target {100 * TARGET_ACCURACY:.0f} % (MNIST-1D's published CNN)",
               transform=full.get_yaxis_transform(), fontsize="small", va="bottom")
     full.set(ylabel="test accuracy", ylim=(0.5, 1.0), title="whole run")
-    # The zoom shows the recipes that end near the target; the others are named in it.
-    floor = TARGET_ACCURACY - 0.05
+    # The zoom shows the recipes that end near the target; the legend names the others.
+    floor = TARGET_ACCURACY - 0.02
     near = [low for low, high, _ in tails.values() if high >= floor] or [floor]
     top = max([high for _, high, _ in tails.values()] + [TARGET_ACCURACY])
     zoom.set(xlim=(zoom_from * last, last), ylim=(max(min(near), floor) - 0.005, top + 0.01),
              title=f"zoom: last {100 * (1 - zoom_from):.0f} % of the steps")
-    outside += [f"{name}:\n  {100 * final:.1f} % (below)" for name, (_, high, final) in tails.items() if high < floor]
-    if outside:
-        zoom.text(0.02, 0.02, "not in this view:\n" + "\n".join(outside), transform=zoom.transAxes,
-                  fontsize="small", va="bottom", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    outside.update({name: f"{100 * final:.1f} %, below the zoom" for name, (_, high, final) in tails.items()
+                    if high < floor})
     handles, labels = full.get_legend_handles_labels()
+    # Recipes the zoom leaves out say so in the legend, where they hide no curve.
+    labels = [f"{name} ({outside[name]})" if name in outside else name for name in labels]
     from matplotlib.lines import Line2D
 
     handles += [Line2D([], [], color="k", ls=":"), Line2D([], [], color="gray", marker="X", ls="")]
