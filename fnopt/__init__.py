@@ -28,6 +28,7 @@ from ._chain import chain as chain
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
 from ._muon import muon_labels as muon_labels
+from ._report import best_params as best_params
 from ._report import hyperparams as hyperparams
 from ._report import report as report
 from ._report import should_stop as should_stop
@@ -46,6 +47,7 @@ __all__ = [
     "adamax",
     "adamw",
     "apply_updates",
+    "best_params",
     "chain",
     "hyperparams",
     "lamb",

@@ -100,8 +100,11 @@ class ReduceOnPlateauState(NamedTuple):
         cooldown_counter: int32, observations of cooldown left.
         value_sum: f, sum of the ``value=`` arguments not yet decided on.
         value_count: int32, how many values ``value_sum`` holds.
+        observations: int32, observations of the metric received (saturating).
         config: :class:`PlateauConfig`, the hyperparameters last in effect.
-        hyperparams: ``{"plateau_scale": scale}``, for ``fnopt.hyperparams``.
+        hyperparams: ``{"plateau_scale": scale, "plateau_observations":
+            observations}``, for ``fnopt.hyperparams`` (a log then shows a
+            plateau that never received a metric, and so never acts).
     """
 
     count: jax.Array
@@ -111,8 +114,13 @@ class ReduceOnPlateauState(NamedTuple):
     cooldown_counter: jax.Array
     value_sum: jax.Array
     value_count: jax.Array
+    observations: jax.Array
     config: PlateauConfig
     hyperparams: dict[str, jax.Array]
+
+
+def _record(scale: jax.Array, observations: jax.Array) -> dict[str, jax.Array]:
+    return {"plateau_scale": scale, "plateau_observations": observations}
 
 
 def observe_plateau(state: ReduceOnPlateauState, value: Any) -> ReduceOnPlateauState:
@@ -132,12 +140,14 @@ def observe_plateau(state: ReduceOnPlateauState, value: Any) -> ReduceOnPlateauS
     cut = num_bad > c.patience
     reduced = jnp.maximum(state.scale * c.factor, c.min_scale)
     scale = jnp.where(cut & (state.scale - reduced > c.eps), reduced, state.scale)
+    observations = next_count(state.observations)
     return state._replace(
         scale=scale,
         best=best,
         num_bad=jnp.where(cut, 0, num_bad),
         cooldown_counter=jnp.where(cut, c.cooldown, cooldown_counter),
-        hyperparams={"plateau_scale": scale},
+        observations=observations,
+        hyperparams=_record(scale, observations),
     )
 
 
@@ -279,8 +289,9 @@ def reduce_on_plateau(
             cooldown_counter=zero_count(),
             value_sum=jnp.zeros([], dtype),
             value_count=zero_count(),
+            observations=zero_count(),
             config=config(count),
-            hyperparams={"plateau_scale": jnp.ones([], dtype)},
+            hyperparams=_record(jnp.ones([], dtype), zero_count()),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
@@ -292,6 +303,6 @@ def reduce_on_plateau(
             )
         scale = state.scale
         updates = jax.tree.map(lambda u: u * cast_like(scale, u), updates)
-        return updates, state._replace(count=next_count(state.count), hyperparams={"plateau_scale": scale})
+        return updates, state._replace(count=next_count(state.count), hyperparams=_record(scale, state.observations))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from typing import Any
 
 import jax
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 from ._base import map_records
 from ._cooldown import CooldownState, begin, observe_cooldown
 from ._plateau import ReduceOnPlateauState, as_metric, observe_plateau
-from ._stopping import EarlyStoppingState, observe_stopping
+from ._stopping import EarlyStoppingState, keeps_best, observe_stopping
 
 # Record names that scale the learning rate of every group in their scope.
 SCALE_NAMES = ("plateau_scale", "cooldown_scale")
@@ -66,15 +67,10 @@ def plain_state(obj: Any) -> Any:
     """The optimizer state of ``obj`` with every NNX variable replaced by its
     array: what ``tx.init`` returned, whatever wrapped it."""
     state = _opt_state(obj)
-    variable = _variable_type()
-    if variable is None or not _variables(state):
-        return state
-    return jax.tree.map(
-        lambda x: x.get_value() if isinstance(x, variable) else x, state, is_leaf=lambda x: isinstance(x, variable)
-    )
+    return _unwrap(state) if _variables(state) else state
 
 
-def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
+def report(opt_state: Any, value: Any, *, axis_name: str | None = None, params: Any = None) -> Any:
     """Feeds one observation of a metric to every plateau, early-stopping and
     plateau-triggered cooldown state inside ``opt_state``.
 
@@ -97,13 +93,20 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
             name of the mapped axis over which ``value`` is averaged
             (``pmean``) before it is observed, so shards that each report
             their local metric take the decision of the global mean.
+        params: the params ``value`` was measured on, kept by an
+            ``early_stopping(keep_best=True)`` when this observation is its
+            best; required by such a state, unused otherwise. A Linen
+            ``TrainState`` supplies its own ``params``; for an
+            ``nnx.Optimizer`` pass the model (or ``nnx.state(model,
+            nnx.Param)``).
 
     Returns:
         The new optimizer state (or train state), of the same structure.
 
     Raises:
         ValueError: when ``opt_state`` holds no plateau, early-stopping or
-            ``cooldown(patience=...)`` state.
+            ``cooldown(patience=...)`` state, or holds an
+            ``early_stopping(keep_best=True)`` and no ``params`` are known.
 
     Examples:
         >>> import jax.numpy as jnp, optax, fnopt
@@ -115,10 +118,19 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
         0.1
     """
     value = as_metric("report(opt_state, value)", value, axis_name)
+    params = _observed_params(opt_state, params)
+
+    def observe_stop(state: EarlyStoppingState) -> EarlyStoppingState:
+        if keeps_best(state) and params is None:
+            raise ValueError(
+                "`report(opt_state, value)`: `opt_state` holds an `early_stopping(keep_best=True)`, which "
+                "needs the params the metric was measured on: `report(opt_state, value, params=params)`"
+            )
+        return observe_stopping(state, value, params if keeps_best(state) else None)
 
     def observe(state):
         new, plateaus = map_records(state, ReduceOnPlateauState, lambda s: observe_plateau(s, value))
-        new, stoppers = map_records(new, EarlyStoppingState, lambda s: observe_stopping(s, value))
+        new, stoppers = map_records(new, EarlyStoppingState, observe_stop)
         new, _ = map_records(new, CooldownState, lambda s: observe_cooldown(s, value))
         if plateaus + stoppers == 0 and not _automatic_cooldowns(new):
             raise ValueError(
@@ -128,6 +140,32 @@ def report(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
         return new
 
     return _rewrite(opt_state, observe)
+
+
+def _observed_params(opt_state: Any, params: Any) -> Any:
+    """The params for ``report``: given ones with NNX variables (or a whole
+    NNX model) turned into arrays, or a Linen train state's own."""
+    if params is None:
+        if _is_train_state(opt_state) and not _is_nnx_optimizer(opt_state):
+            return opt_state.params
+        return None
+    if "flax.nnx" in sys.modules:
+        nnx = sys.modules["flax.nnx"]
+        if isinstance(params, nnx.Module):
+            wrt = opt_state.wrt if _is_nnx_optimizer(opt_state) else nnx.Param
+            params = nnx.state(params, wrt)
+        return _unwrap(params)
+    return params
+
+
+def _unwrap(tree: Any) -> Any:
+    """``tree`` with every NNX variable replaced by its array."""
+    variable = _variable_type()
+    if variable is None:
+        return tree
+    return jax.tree.map(
+        lambda x: x.get_value() if isinstance(x, variable) else x, tree, is_leaf=lambda x: isinstance(x, variable)
+    )
 
 
 def _rewrite(opt_state: Any, fn: Any) -> Any:
@@ -208,15 +246,65 @@ def should_stop(opt_state: Any) -> jax.Array:
         True
     """
     flags: list[jax.Array] = []
+    unfed: list[bool] = []
 
     def collect(state: EarlyStoppingState) -> EarlyStoppingState:
         flags.append(jnp.asarray(state.stopped))
+        counts = (state.count, state.observations, state.value_count)
+        if not any(isinstance(c, jax.core.Tracer) for c in counts):
+            unfed.append(bool(jnp.all((state.count > 0) & (state.observations == 0) & (state.value_count == 0))))
         return state
 
     map_records(plain_state(opt_state), EarlyStoppingState, collect)
     if not flags:
         raise ValueError("`should_stop(opt_state)`: `opt_state` holds no `early_stopping` state")
+    if any(unfed):
+        warnings.warn(
+            "`should_stop(opt_state)`: an `early_stopping` has applied updates but never received a metric, so "
+            "it can never stop; pass `value=loss` to `update` or call `fnopt.report(opt_state, metric)`",
+            stacklevel=2,
+        )
     return functools.reduce(jnp.logical_or, flags)
+
+
+def best_params(opt_state: Any) -> Any:
+    """The params kept by :func:`~fnopt.transforms.early_stopping` with
+    ``keep_best=True``: those of the best observation so far (Keras'
+    ``restore_best_weights``), laid out like the params ``init`` saw.
+
+    Accepts what :func:`report` accepts (a plain state at any depth of
+    ``chain``s and wrappers, a Linen ``TrainState``, an ``nnx.Optimizer`` or
+    its state; for NNX the result is an ``nnx.State`` of arrays, so
+    ``nnx.update(model, fnopt.best_params(optimizer))`` restores them).
+    Before the first monitored observation it returns the copy ``init``
+    made of the initial params. Pure and jittable; batched under ``vmap``.
+
+    Raises:
+        ValueError: when ``opt_state`` holds no ``early_stopping(keep_best=True)``
+            state, or more than one.
+
+    Examples:
+        >>> import jax.numpy as jnp, fnopt
+        >>> tx = fnopt.chain(fnopt.sgd(1.0), fnopt.transforms.early_stopping(patience=1, keep_best=True))
+        >>> params = jnp.zeros(2)
+        >>> state = tx.init(params)
+        >>> for loss in [3.0, 1.0, 2.0]:  # measured at params 1, 2, 3
+        ...     updates, state = tx.update(-jnp.ones(2), state, params)
+        ...     params = params + updates
+        ...     state = fnopt.report(state, loss, params=params)
+        >>> fnopt.best_params(state), bool(fnopt.should_stop(state))
+        (Array([2., 2.], dtype=float32), True)
+    """
+    found: list[EarlyStoppingState] = []
+    map_records(plain_state(opt_state), EarlyStoppingState, lambda s: found.append(s) or s)
+    keeping = [s for s in found if keeps_best(s)]
+    if len(keeping) != 1:
+        what = "more than one" if keeping else "no"
+        raise ValueError(
+            f"`best_params(opt_state)`: `opt_state` holds {what} `early_stopping(keep_best=True)` state"
+            + (f" ({len(found)} early_stopping without keep_best)" if found and not keeping else "")
+        )
+    return keeping[0].best_params
 
 
 # ------------------------------------------------------------ hyperparams

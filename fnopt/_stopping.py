@@ -12,13 +12,13 @@ import optax
 
 from ._chain import mark_stopping
 from ._base import Hyper, check_hyper, next_count, resolve, zero_count
-from ._checks import check_choice, concrete, float_dtype
+from ._checks import check_choice, check_flag, concrete, float_dtype
 from ._plateau import as_count, as_metric, check_count, feed_window, sign_of
 
 
 class StoppingConfig(NamedTuple):
     """The rule's hyperparameters, kept in the state for ``fnopt.report``.
-    ``patience`` and ``window`` are ``int32``; ``min_delta``, ``baseline``
+    ``patience``, ``window`` and ``start_from_epoch`` are ``int32``; ``min_delta``, ``baseline``
     (``+inf`` / ``-inf`` when ``None``) and ``sign`` (``+1`` for ``mode="min"``,
     ``-1`` for ``"max"``) use the default float dtype."""
 
@@ -27,6 +27,7 @@ class StoppingConfig(NamedTuple):
     baseline: jax.Array
     window: jax.Array
     sign: jax.Array
+    start_from_epoch: jax.Array
 
 
 class EarlyStoppingState(NamedTuple):
@@ -40,8 +41,15 @@ class EarlyStoppingState(NamedTuple):
         stopped: bool, set once triggered; never cleared.
         value_sum: f, sum of the ``value=`` arguments not yet decided on.
         value_count: int32, how many values ``value_sum`` holds.
+        observations: int32, observations received (Keras' epoch index of
+            the next one), skipped ones (``start_from_epoch``) included.
+        best_observation: int32, index of the observation ``best_params``
+            was taken at (Keras' ``best_epoch``); ``-1`` before any.
+        best_params: with ``keep_best=True``, a copy of the params at the
+            best observation, laid out like the params; ``None`` otherwise.
         config: :class:`StoppingConfig`, the hyperparameters last in effect.
-        hyperparams: ``{}`` (no hyperparameter to log).
+        hyperparams: ``{"early_stopping_observations": observations}``, so
+            a log shows an early stopping that never received a metric.
     """
 
     count: jax.Array
@@ -50,24 +58,73 @@ class EarlyStoppingState(NamedTuple):
     stopped: jax.Array
     value_sum: jax.Array
     value_count: jax.Array
+    observations: jax.Array
+    best_observation: jax.Array
+    best_params: Any
     config: StoppingConfig
     hyperparams: dict[str, jax.Array]
 
 
-def observe_stopping(state: EarlyStoppingState, value: Any) -> EarlyStoppingState:
-    """One observation: the body of Keras' ``EarlyStopping.on_epoch_end``.
-    Once stopped, observations change nothing."""
+def observe_stopping(state: EarlyStoppingState, value: Any, params: Any = None) -> EarlyStoppingState:
+    """One observation: the body of Keras' ``EarlyStopping.on_epoch_end``,
+    ``params`` being the weights the metric was measured on (needed when the
+    state keeps the best params). Once stopped, observations change nothing."""
     c = state.config
+    index = state.observations
     current = jnp.asarray(value, dtype=state.best.dtype)
     m, b = c.sign * current, c.sign * state.best  # minimisation form
     better = jnp.isfinite(m) & (m + c.min_delta < b)
     beats_baseline = m + c.min_delta < c.sign * c.baseline
     wait = jnp.where(better & beats_baseline, 0, next_count(state.wait))
     stop = ~better & (wait >= c.patience)
+    # Keras: the first monitored epoch's weights are the best until one improves.
+    take = better | (state.best_observation < 0)
     observed = state._replace(
-        best=jnp.where(better, current, state.best), wait=wait, stopped=state.stopped | stop
+        best=jnp.where(better, current, state.best),
+        wait=wait,
+        stopped=state.stopped | stop,
+        best_observation=jnp.where(take, index, state.best_observation),
+        best_params=_take(take, params, state.best_params),
     )
-    return jax.tree.map(lambda old, new: jnp.where(state.stopped, old, new), state, observed)
+    monitored = index >= c.start_from_epoch
+    new = jax.tree.map(lambda a, b: jnp.where(monitored, a, b), observed, state)
+    new = new._replace(observations=next_count(index))
+    new = new._replace(hyperparams={"early_stopping_observations": new.observations})
+    return jax.tree.map(lambda old, new: jnp.where(state.stopped, old, new), state, new)
+
+
+def _take(take: jax.Array, params: Any, best: Any) -> Any:
+    """``params`` (cast to the stored dtype) where ``take``, else ``best``."""
+    if best is None:
+        return None
+    if params is None:
+        raise ValueError(
+            "`early_stopping(keep_best=True)` needs the params the metric was measured on: pass "
+            "`params` to `update` along with `value=`, or `fnopt.report(opt_state, value, params=params)`"
+        )
+    _check_like(best, params)
+    return jax.tree.map(lambda p, old: jnp.where(take, jnp.asarray(p, old.dtype), old), params, best)
+
+
+def _check_like(best: Any, params: Any) -> None:
+    """The params given must have the structure and shapes of those ``init`` saw."""
+    want, got = jax.tree.structure(best), jax.tree.structure(params)
+    if want != got:
+        raise ValueError(
+            f"`early_stopping(keep_best=True)`: the params given have structure {got}, "
+            f"but `init` saw {want}"
+        )
+    for (path, old), new in zip(jax.tree_util.tree_flatten_with_path(best)[0], jax.tree.leaves(params)):
+        if jnp.shape(old) != jnp.shape(new):
+            raise ValueError(
+                f"`early_stopping(keep_best=True)`: the params at {jax.tree_util.keystr(path) or 'the root'} "
+                f"have shape {jnp.shape(new)}, but `init` saw {jnp.shape(old)}"
+            )
+
+
+def keeps_best(state: EarlyStoppingState) -> bool:
+    """Whether ``state`` belongs to an ``early_stopping(keep_best=True)``."""
+    return state.best_params is not None
 
 
 def early_stopping(
@@ -77,6 +134,8 @@ def early_stopping(
     mode: str = "min",
     baseline: Hyper | None = None,
     window: Hyper = 1,
+    start_from_epoch: Hyper = 0,
+    keep_best: bool = False,
     axis_name: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Stops training, by zeroing every update, when a metric stops improving.
@@ -96,8 +155,22 @@ def early_stopping(
     non-improving observation (``patience`` 0 and 1 both stop on the first).
     With a baseline, ``best`` still follows the metric, but ``wait`` is reset
     only by an observation that beats the baseline too (Keras 3; older
-    ``tf.keras`` instead started ``best`` at the baseline). Keras'
-    ``restore_best_weights`` and ``start_from_epoch`` are not provided.
+    ``tf.keras`` instead started ``best`` at the baseline). The first
+    ``start_from_epoch`` observations are ignored altogether (Keras'
+    warm-up epochs): they neither count towards ``wait`` nor become ``best``.
+
+    ``keep_best=True`` is Keras' ``restore_best_weights``: the state keeps a
+    copy of the params at the best observation (the first monitored
+    observation's params until one improves, as in Keras), and
+    ``fnopt.best_params(opt_state)`` returns it, at any time (Keras
+    restores it only at the end of training). The params kept are those the
+    metric was *measured on*: with ``fnopt.report(opt_state, value,
+    params=params)``, the ``params`` passed there (a Linen ``TrainState``
+    supplies its own); with ``update(grads, state, params, value=loss)``,
+    the ``params`` of that call, i.e. the weights the loss and gradients
+    were computed at, before this update (with ``window > 1``, those of the
+    update that completes the window). The copy costs one params' worth of
+    memory, in the params' dtype, laid out (sharded) like them.
 
     A non-finite metric is never an improvement and never becomes ``best``
     (Keras would take ``-inf`` as a best loss, and never stops on its very
@@ -122,6 +195,10 @@ def early_stopping(
         mode: ``"min"`` or ``"max"``.
         baseline: a value the metric must beat to reset ``wait``, or None.
         window: number of ``value=`` arguments averaged per observation, >= 1.
+        start_from_epoch: observations to ignore at the start (Keras'
+            ``start_from_epoch``), >= 0.
+        keep_best: keep a copy of the params at the best observation, for
+            :func:`fnopt.best_params` (static bool).
         axis_name: under ``shard_map`` / ``pmap`` (or a named ``vmap``), the
             ``value=`` passed to ``update`` is first averaged over this mapped
             axis (``pmean``), so every shard stops on the global mean. Static;
@@ -157,6 +234,8 @@ def early_stopping(
     if baseline is not None and not callable(baseline):
         concrete(call, "baseline", baseline)
     check_count(call, "window", window, 1)
+    check_count(call, "start_from_epoch", start_from_epoch, 0)
+    check_flag(call, "keep_best", keep_best)
     worst = np.inf if mode == "min" else -np.inf
 
     def config(count: jax.Array) -> StoppingConfig:
@@ -166,10 +245,10 @@ def early_stopping(
             baseline=resolve(worst if baseline is None else baseline, count),
             window=as_count(resolve(window, count)),
             sign=sign_of(mode),
+            start_from_epoch=as_count(resolve(start_from_epoch, count)),
         )
 
     def init_fn(params: Any) -> EarlyStoppingState:
-        del params
         count = zero_count()
         dtype = float_dtype()
         return EarlyStoppingState(
@@ -179,17 +258,19 @@ def early_stopping(
             stopped=jnp.asarray(False),
             value_sum=jnp.zeros([], dtype),
             value_count=zero_count(),
+            observations=zero_count(),
+            best_observation=jnp.asarray(-1, jnp.int32),
+            best_params=jax.tree.map(jnp.copy, params) if keep_best else None,
             config=config(count),
-            hyperparams={},
+            hyperparams={"early_stopping_observations": zero_count()},
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
-        del params, extra_args
+        del extra_args
         state = state._replace(config=config(state.count))
         if value is not None:
-            state = feed_window(
-                state, as_metric("early_stopping.update(value=...)", value, axis_name), observe_stopping
-            )
+            metric = as_metric("early_stopping.update(value=...)", value, axis_name)
+            state = feed_window(state, metric, lambda s, v: observe_stopping(s, v, params))
         stopped = state.stopped
         updates = jax.tree.map(lambda u: jnp.where(stopped, jnp.zeros_like(u), u), updates)
         return updates, state._replace(count=next_count(state.count))

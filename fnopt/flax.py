@@ -92,8 +92,10 @@ class TrainState(train_state.TrainState):
 
     def report(self, value: Any) -> "TrainState":
         """The state with ``value`` fed as one observation to every plateau and
-        early-stopping transform of ``tx`` (see ``fnopt.report``)."""
-        return self.replace(opt_state=_report(self.opt_state, value))
+        early-stopping transform of ``tx`` (see ``fnopt.report``); an
+        ``early_stopping(keep_best=True)`` keeps ``self.params`` when this is
+        its best observation (``fnopt.best_params(state)`` returns them)."""
+        return _report(self, value)
 
     @property
     def should_stop(self) -> jax.Array:
@@ -101,13 +103,16 @@ class TrainState(train_state.TrainState):
         return _should_stop(self.opt_state)
 
 
-def report_nnx(optimizer: nnx.Optimizer, value: Any) -> None:
+def report_nnx(optimizer: nnx.Optimizer, value: Any, *, params: Any = None) -> None:
     """``fnopt.report`` for a ``flax.nnx.Optimizer``, in place (NNX style);
     the same as ``fnopt.report(optimizer, value)``, which accepts NNX
     optimizers directly.
 
     Feeds ``value`` as one observation to every plateau and early-stopping
-    transform in ``optimizer.opt_state``. Works inside ``nnx.jit``.
+    transform in ``optimizer.opt_state``. Works inside ``nnx.jit``. An
+    ``early_stopping(keep_best=True)`` needs ``params``: the model (or its
+    ``nnx.state(model, nnx.Param)``) the metric was measured on;
+    ``nnx.update(model, fnopt.best_params(optimizer))`` restores the best.
 
     Examples:
         >>> import jax.numpy as jnp, optax, fnopt, fnopt.flax
@@ -120,4 +125,4 @@ def report_nnx(optimizer: nnx.Optimizer, value: Any) -> None:
         >>> bool(fnopt.should_stop(optimizer.opt_state))
         True
     """
-    _report(optimizer, value)
+    _report(optimizer, value, params=params)
