@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from ._base import Hyper, check_shapes, next_count, zero_count
+from ._chain import accepts, keywords_of
 from ._checks import as_float, check_flag, float_dtype, is_traced
 from ._common import compute_dtype, full_like, storage_dtype
 from ._plateau import as_count, as_metric
@@ -177,6 +178,8 @@ def accumulate_gradients(
     check_flag(call, "use_grad_mean", use_grad_mean)
     accumulator_dtype = storage_dtype(call, accumulator_dtype, "accumulator_dtype")
     inner = optax.with_extra_args_support(inner)
+    inner_keywords = keywords_of(inner)
+    keywords = None if inner_keywords is None else inner_keywords | {"value"}
 
     def init(params):
         grad_sum = jax.tree.map(lambda p: full_like(p, 0.0, accumulator_dtype or compute_dtype(p)), params)
@@ -235,4 +238,4 @@ def accumulate_gradients(
         )
         return out, new_state
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    return accepts(optax.GradientTransformationExtraArgs(init, update), keywords, call)

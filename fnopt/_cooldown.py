@@ -39,6 +39,7 @@ class CooldownTrigger(NamedTuple):
     cooldown_counter: jax.Array
     value_sum: jax.Array
     value_count: jax.Array
+    observations: jax.Array
     config: PlateauConfig
     hyperparams: dict[str, jax.Array]
 
@@ -240,6 +241,7 @@ def cooldown(
                 cooldown_counter=zero_count(),
                 value_sum=jnp.zeros([], dtype),
                 value_count=zero_count(),
+                observations=zero_count(),
                 config=config(count),
                 hyperparams={},
             )

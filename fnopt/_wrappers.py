@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from ._base import Hyper, check_shapes, next_count, zero_count
+from ._chain import accepts, keywords_of
 from ._checks import as_float
 from ._common import compute_dtype, hypers, packed_leaves, require_params
 
@@ -87,6 +88,7 @@ def lookahead(
     _check_inner(call, inner)
     hp = hypers(call, sync_period=sync_period, alpha=alpha)
     inner = optax.with_extra_args_support(inner)
+    keywords = keywords_of(inner)
 
     def init(params):
         slow = jax.tree.map(jnp.copy, params)
@@ -111,7 +113,7 @@ def lookahead(
         since = jnp.where(sync, 0, since).astype(jnp.int32)
         return out, LookaheadState(next_count(state.count), since, slow, inner_state, h.record)
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    return accepts(optax.GradientTransformationExtraArgs(init, update), keywords, call)
 
 
 # ------------------------------------------------------------ non-finite
@@ -180,6 +182,7 @@ def skip_nonfinite(
         limit = {"max_consecutive_skips": max_consecutive_skips}
     hp = hypers(call, **limit)
     inner = optax.with_extra_args_support(inner)
+    keywords = keywords_of(inner)
 
     def init(params):
         return SkipNonfiniteState(
@@ -200,4 +203,4 @@ def skip_nonfinite(
             gave_up = gave_up | (as_float(in_a_row) >= as_float(max_consecutive_skips))
         return out, SkipNonfiniteState(inner_state, total, in_a_row, gave_up, state.hyperparams)
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    return accepts(optax.GradientTransformationExtraArgs(init, update), keywords, call)

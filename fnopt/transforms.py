@@ -5,7 +5,9 @@ Every numeric hyperparameter accepts a float, a traced array or a schedule of
 the step (``count``, the number of updates already applied); no
 ``inject_hyperparams`` wrapper is needed. Each state records the values used
 by its last update, collected by ``fnopt.hyperparams(state)``. ``update``
-ignores extra keyword arguments it does not use (e.g. ``value=``). Concrete
+takes Optax's extra keyword arguments (``value=``, ...) and raises
+``TypeError`` on one that no part of the transform may use (the keyword
+rule, see ``fnopt.chain``). Concrete
 invalid hyperparameters raise ``ValueError`` at construction; traced ones and
 schedules are not checked.
 """
@@ -109,3 +111,16 @@ __all__ = [
     "scale_by_adafactor",
     "scale_by_muon",
 ]
+
+
+def _follow_the_keyword_rule() -> None:
+    """Every public factory here returns a transform whose ``update``
+    raises on a keyword none of its parts may use (see ``fnopt.chain``)."""
+    from ._chain import public
+
+    for name in __all__:
+        if name[0].islower():
+            globals()[name] = public(globals()[name])
+
+
+_follow_the_keyword_rule()

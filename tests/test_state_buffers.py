@@ -12,9 +12,8 @@ from fnopt import transforms as T
 
 PARAMS = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
 
-ALIASES = [name for name in fnopt.__all__ if callable(getattr(fnopt, name))
-           and name not in {"apply_updates", "chain", "hyperparams", "lr_find", "report", "should_stop",
-                            "start_cooldown", "schedule_free_eval_params", "LRFindResult", "muon_labels"}]
+# The optimizer aliases: the public functions wrapped by `friendly` (fnopt/_chain.py).
+ALIASES = [name for name in fnopt.__all__ if hasattr(getattr(fnopt, name), "__wrapped__")]
 
 
 def make(name):

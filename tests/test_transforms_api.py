@@ -330,7 +330,10 @@ def test_lookahead_alpha_zero_returns_to_start_every_period():
     assert np.max(np.abs(traj[2] - start)) > 1e-2
 
 
-def test_extra_arguments_are_ignored_by_every_transform():
+def test_optax_keywords_pass_and_unknown_ones_raise_in_every_transform():
+    """The keyword rule (fnopt/_chain.py): Optax's extra-argument names reach
+    every transform (a sibling in an optax.chain may use them); a keyword no
+    part of the transform uses is a TypeError naming it."""
     params = {"w": jnp.ones(3)}
     for tx in [
         transforms.scale_by_momentum(),
@@ -345,8 +348,10 @@ def test_extra_arguments_are_ignored_by_every_transform():
         transforms.lookahead(fnopt.sgd(0.1)),
         transforms.skip_nonfinite(fnopt.sgd(0.1)),
     ]:
-        updates, _ = tx.update(params, tx.init(params), params, value=1.0, other="x")
+        updates, _ = tx.update(params, tx.init(params), params, value=1.0, grad=params)
         assert jax.tree.structure(updates) == jax.tree.structure(params)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'other'"):
+            tx.update(params, tx.init(params), params, value=1.0, other="x")
 
 
 def test_flax_nnx_optimizer_runs_fnopt_unchanged():
