@@ -79,7 +79,9 @@ def test_linen_keywords_replace_fields_or_reach_the_optimizer():
         seen.update(extra)
         return updates, state
 
-    tx = optax.chain(optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), record_extra), fnopt.sgd(0.1))
+    # fnopt.chain sees the member that takes any keyword, so `rng` may pass
+    # (in an optax.chain, fnopt.sgd cannot see it and rejects `rng`: the keyword rule)
+    tx = fnopt.chain(optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), record_extra), fnopt.sgd(0.1))
     state = BatchStatsState.create(apply_fn=None, params={"w": jnp.ones(2)}, tx=tx, batch_stats={"m": jnp.zeros(2)})
     state = state.apply_gradients(grads={"w": jnp.ones(2)}, batch_stats={"m": jnp.ones(2)}, value=1.5, rng=7)
     np.testing.assert_array_equal(state.batch_stats["m"], np.ones(2))
