@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, Hypers, flatten_like, next_count, per_group, zero_count
+from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag, float_dtype
 from ._common import (
     RULES,
@@ -47,9 +47,13 @@ class ScaleByNadamState(NamedTuple):
         mu: first moment EMA, in ``mu_dtype`` (default: the params' dtype).
         nu: second moment EMA (of ``|g|^2``), in ``nu_dtype`` (default: the
             params' real dtype).
-        mu_product: per leaf, the product ``mu_1 ... mu_t`` of the momentum
-            schedule so far (a scalar in the default float dtype; torch's
-            ``state["mu_product"]``).
+        mu_product: the product ``mu_1 ... mu_t`` of the momentum schedule
+            so far (torch's ``state["mu_product"]``), a tuple of scalars in
+            the default float dtype: one per group of ``b1`` and
+            ``momentum_decay`` (one in all when neither is a group tree), in
+            the order the groups first occur among the params' leaves. torch
+            keeps it per param, but the params of a group share its values;
+            one per leaf would cost a kernel per leaf in every step.
         hyperparams: ``b1``, ``b2``, ``eps``, ``momentum_decay`` used by the
             last update.
     """
@@ -61,6 +65,17 @@ class ScaleByNadamState(NamedTuple):
     hyperparams: dict[str, jax.Array]
 
 
+def _momentum_groups(hp: Hypers, tree: Any) -> tuple[list[int], int]:
+    """For each leaf of ``tree``, the index of its group of ``b1`` and
+    ``momentum_decay`` (numbered in order of first occurrence), and the
+    number of groups: the leaves that share a momentum product."""
+    layout = hp.layout(tree)
+    n = len(jax.tree.leaves(tree))
+    keys = [tuple(layout[name][i] if name in layout else 0 for name in ("b1", "momentum_decay")) for i in range(n)]
+    index: dict[tuple, int] = {}
+    return [index.setdefault(k, len(index)) for k in keys], len(index)
+
+
 def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
     hp = Hypers(call, LOCAL_RULES, b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay)
     mu_dtype = storage_dtype(call, mu_dtype, "mu_dtype")
@@ -68,7 +83,7 @@ def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
     zero_denominator = may_be_zero(eps)
 
     def init(params):
-        products = jax.tree.map(lambda _: jnp.ones([], float_dtype()), params)
+        products = tuple(jnp.ones([], float_dtype()) for _ in range(_momentum_groups(hp, params)[1]))
         return ScaleByNadamState(
             zero_count(),
             moment_like(params, mu_dtype),
@@ -94,15 +109,27 @@ def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
             b1, b2 = v["b1"], v["b2"]
             return tuple(x.astype(dt) for x in (b1, 1 - b1, b2, 1 - b2, jax.lax.rsqrt(1 - b2**t), v["eps"]))
 
-        # The product mu_1 ... mu_t is kept per leaf, as torch does per param;
-        # `h.map` visits the leaves in flattening order.
-        products = iter(flatten_like(call, jax.tree.structure(updates), state.mu_product))
+        # One product mu_1 ... mu_t per momentum group, updated once per step
+        # (its leaves share it); `h.map` visits the leaves in flattening order.
+        groups, n_groups = _momentum_groups(hp, updates)
+        old = tuple(state.mu_product)
+        if len(old) != n_groups:
+            raise ValueError(
+                f"`{call}.update`: the state holds {len(old)} momentum products but the updates make "
+                f"{n_groups} groups of b1 and momentum_decay; use the state `init` made for these params"
+            )
+        values = h.per_leaf(len(groups))
+        first = {}
+        for i, k in enumerate(groups):
+            first.setdefault(k, values[i])
+        new = tuple(old[k] * momentum(first[k], None)[0] for k in range(n_groups))
+        leaf_groups = iter(groups)
 
         def leaf(v, g, m, n):
             cd = compute_dtype(g)
             rd = real_dtype(cd)
             mu, mu_next = momentum(v, None)
-            product = next(products) * mu
+            product = new[next(leaf_groups)]
             take_g = ((1 - mu) / (1 - product)).astype(cd)
             take_m = (mu_next / (1 - product * mu_next)).astype(cd)
             b1, c1 = coef(v, cd)[:2]  # complex for complex params
@@ -112,10 +139,10 @@ def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
             n_new = b2 * n.astype(rd) + c2 * abs2(g_c)
             denominator = jnp.sqrt(n_new) * inv_bc2_sqrt + e
             out = safe_divide(take_g * g_c + take_m * m_new, denominator, zero_denominator)
-            return out.astype(g.dtype), m_new.astype(m.dtype), n_new.astype(n.dtype), product
+            return out.astype(g.dtype), m_new.astype(m.dtype), n_new.astype(n.dtype)
 
-        out, mu, nu, products_new = h.map(leaf, 4, updates, state.mu, state.nu, params=params)
-        return out, ScaleByNadamState(next_count(state.count), mu, nu, products_new, h.record)
+        out, mu, nu = h.map(leaf, 3, updates, state.mu, state.nu, params=params)
+        return out, ScaleByNadamState(next_count(state.count), mu, nu, new, h.record)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
