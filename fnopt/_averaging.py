@@ -245,7 +245,8 @@ def averaged_params(opt_state: Any, params: optax.Params | None = None) -> optax
         ValueError: when ``opt_state`` holds no average state, or the
             structures do not match.
 
-    Pure and jittable.
+    Pure and jittable. A state stacked by ``vmap`` (one member per leading
+    index) works outside ``vmap`` too, with params stacked the same way.
 
     Examples:
         >>> import jax.numpy as jnp, optax, fnopt
@@ -297,7 +298,9 @@ def averaged_params(opt_state: Any, params: optax.Params | None = None) -> optax
             if jnp.shape(a) != jnp.shape(p):
                 raise ValueError(f"`{name}`: a param has shape {jnp.shape(p)} but its average {jnp.shape(a)}")
             owner[i] = k
-            out[i] = jnp.where(state.n_averaged == 0, p, a.astype(jnp.result_type(p)))
+            n = state.n_averaged  # batched (leading axes) for a stacked, vmap-ed state
+            fresh = jnp.reshape(n == 0, jnp.shape(n) + (1,) * (jnp.ndim(p) - jnp.ndim(n)))
+            out[i] = jnp.where(fresh, p, a.astype(jnp.result_type(p)))
     return treedef.unflatten(out)
 
 

@@ -314,6 +314,35 @@ def test_vmap_over_decay_start_and_every():
         assert float(got[i]) == pytest.approx(ema, rel=1e-6)
 
 
+def test_a_stacked_vmapped_state_is_read_outside_vmap():
+    starts = jnp.asarray([0, 5], jnp.int32)  # two members
+
+    def run(start):
+        tx = fnopt.chain(fnopt.sgd(1.0), T.average_params("swa", start=start))
+        p = jnp.zeros(3, FLOAT)
+        s = tx.init(p)
+        for _ in range(3):  # params -1, -2, -3
+            u, s = tx.update(jnp.ones(3, FLOAT), s, p)
+            p = optax.apply_updates(p, u)
+        return p, s
+
+    params, state = jax.vmap(run)(starts)
+    got = fnopt.averaged_params(state, params)
+    np.testing.assert_allclose(np.asarray(got), [[-2.0] * 3, [-3.0] * 3])  # member 1: no snapshot yet
+
+
+def test_complex_params_are_averaged():
+    params = jnp.asarray([1 + 2j, -1j], jnp.complex64)
+    tx = T.average_params(decay=0.5)
+    state = tx.init(params)
+    for target in ([2 + 2j, 0j], [4 + 0j, 2j]):
+        target = jnp.asarray(target, jnp.complex64)
+        _, state = tx.update(target - params, state, params)
+        params = target
+    np.testing.assert_allclose(np.asarray(state.average), [3 + 1j, 1j], rtol=1e-6)
+    assert state.average.dtype == jnp.complex64
+
+
 def test_chain_allows_average_params_after_early_stopping():
     tx = fnopt.chain(fnopt.sgd(1.0), T.early_stopping(patience=0), T.average_params("swa"))
     fnopt.chain(T.early_stopping(), T.average_params(), T.average_params("swa"))
