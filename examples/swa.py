@@ -99,9 +99,13 @@ def train(opt, data, seeds, epochs: int, batch_size: int):
 
 
 def table(rows) -> str:
-    lines = ["| weights evaluated | final test acc (mean ± std) | final test loss (mean ± std) |", "|---|---|---|"]
-    for name, (acc, loss) in rows.items():
-        lines.append(f"| {name} | {100 * acc.mean():.2f} ± {100 * acc.std():.2f} % | {loss.mean():.4f} ± {loss.std():.4f} |")
+    lines = [
+        "| weights evaluated | final test acc (mean ± std) | final test loss (mean ± std) | test acc at half the run |",
+        "|---|---|---|---|",
+    ]
+    for name, (acc, loss, half) in rows.items():
+        lines.append(f"| {name} | {100 * acc.mean():.2f} ± {100 * acc.std():.2f} % | {loss.mean():.4f} ± {loss.std():.4f} "
+                     f"| {100 * half.mean():.2f} ± {100 * half.std():.2f} % |")
     return "\n".join(lines)
 
 
@@ -119,11 +123,13 @@ def plot(results, runs, epochs: int, steps_per_epoch: int, path: str) -> None:
         ("cosine → SWA", 0): ("SWA run, last iterate", "C2", ":"),
         ("cosine → SWA", 1): ("SWA (averaged weights)", "C3", "-"),
     }
-    for (run, column), (label, color, ls) in styles.items():
-        acc = 100 * results[run][:, :, column]
-        ax_acc.plot(epoch_axis, acc.mean(axis=1), color=color, ls=ls, label=label)
-        ax_acc.fill_between(epoch_axis, acc.min(axis=1), acc.max(axis=1), color=color, alpha=0.12)
     b = runs["cosine → SWA"][2]
+    for (run, column), (label, color, ls) in styles.items():
+        # The SWA average exists from the first snapshot (the end of the first SWA epoch) on.
+        first = b // steps_per_epoch if (run, column) == ("cosine → SWA", 1) else 0
+        acc = 100 * results[run][first:, :, column]
+        ax_acc.plot(epoch_axis[first:], acc.mean(axis=1), color=color, ls=ls, label=label)
+        ax_acc.fill_between(epoch_axis[first:], acc.min(axis=1), acc.max(axis=1), color=color, alpha=0.12)
     for ax in (ax_acc, ax_lr):
         ax.axvline(b / steps_per_epoch, color="gray", lw=0.8, ls="--")
     lo = np.percentile(100 * np.concatenate([results[r][epochs // 3:, :, :2].ravel() for r in results]), 2)
@@ -171,11 +177,16 @@ def main(argv=None):
         print(f"  {name}: {seconds[name]:.1f} s", flush=True)
 
     final = {run: r[-1] for run, r in results.items()}  # (seeds, 4)
+    half = {run: r[max(args.epochs // 2 - 1, 0)] for run, r in results.items()}
+
+    def row(run, column):
+        return final[run][:, column], final[run][:, column + 2], half[run][:, column]
+
     rows = {
-        "plain SGD + cosine (last iterate)": (final["cosine"][:, 0], final["cosine"][:, 2]),
-        f"EMA (decay {args.ema_decay}, warmup) of the same run": (final["cosine"][:, 1], final["cosine"][:, 3]),
-        "SGD + cosine → SWALR, last iterate": (final["cosine → SWA"][:, 0], final["cosine → SWA"][:, 2]),
-        "SWA (mean of the epoch-end weights)": (final["cosine → SWA"][:, 1], final["cosine → SWA"][:, 3]),
+        "plain SGD + cosine (last iterate)": row("cosine", 0),
+        f"EMA (decay {args.ema_decay}, warmup) of the same run": row("cosine", 1),
+        "SGD + cosine → SWALR, last iterate": row("cosine → SWA", 0),
+        "SWA (mean of the epoch-end weights)": row("cosine → SWA", 1),
     }
     b = runs["cosine → SWA"][2]
     print(f"\n{args.epochs} epochs x {steps_per_epoch} steps, {args.seeds} seeds; SWA from epoch "
@@ -188,7 +199,8 @@ def main(argv=None):
         "steps_per_epoch": steps_per_epoch,
         "swa_start_step": b,
         "seconds": seconds,
-        "rows": {name: {"accuracy": acc.tolist(), "loss": loss.tolist()} for name, (acc, loss) in rows.items()},
+        "rows": {name: {"accuracy": acc.tolist(), "loss": loss.tolist(), "accuracy_at_half": mid.tolist()}
+                 for name, (acc, loss, mid) in rows.items()},
     }
     with open(os.path.join(args.out, "swa.json"), "w") as f:
         json.dump(summary, f, indent=1)

@@ -130,12 +130,13 @@ def test_swa_schedule_equals_torch_swalr(anneal, anneal_epochs):
     lr0, swa_lr = 0.1, 0.013
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr0)
     scheduler = swa_utils.SWALR(opt, swa_lr=swa_lr, anneal_epochs=anneal_epochs, anneal_strategy=anneal)
-    schedule = S.swa(lr0, swa_lr, anneal_epochs, anneal)
-    for t in range(12):
-        expected = opt.param_groups[0]["lr"]
-        assert float(schedule(t)) == pytest.approx(expected, rel=1e-6, abs=1e-9), t
+    expected = []
+    for _ in range(12):
+        expected.append(opt.param_groups[0]["lr"])
         opt.step()
         scheduler.step()
+    got = np.asarray(S.swa(lr0, swa_lr, anneal_epochs, anneal)(jnp.arange(12)), np.float64)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
 
 
 def test_swa_schedule_joined_after_a_base_schedule_equals_torch_example():
@@ -151,8 +152,9 @@ def test_swa_schedule_joined_after_a_base_schedule_equals_torch_example():
     swa_t = swa_utils.SWALR(opt, swa_lr=0.02, anneal_epochs=anneal)
     base = S.cosine_decay(0.1, total)
     lr = S.join([base, S.swa(float(base(swa_start)), 0.02, anneal)], [swa_start])
+    got = np.asarray(lr(jnp.arange(total)), np.float64)
     for epoch in range(total):
-        assert float(lr(epoch)) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-5), epoch
+        assert got[epoch] == pytest.approx(opt.param_groups[0]["lr"], rel=1e-5), epoch
         opt.step()
         if epoch >= swa_start:
             swa_t.step()
@@ -162,10 +164,11 @@ def test_swa_schedule_joined_after_a_base_schedule_equals_torch_example():
 
 def test_swa_schedule_closed_form_float64():
     # a(t) = (1 - cos(pi t / E)) / 2, value = swa * a + init * (1 - a).
-    schedule = S.swa(0.2, 0.05, 8.0)
-    for t in [0, 1, 2.5, 7, 8, 9, 1000, 2**31 - 1]:
+    steps = [0, 1, 2.5, 7, 8, 9, 1000, 2**31 - 1]
+    got = np.asarray(S.swa(0.2, 0.05, 8.0)(jnp.asarray(steps, FLOAT)), np.float64)
+    for t, value in zip(steps, got):
         a = (1 - math.cos(math.pi * min(t / 8.0, 1.0))) / 2
-        assert float(schedule(t)) == pytest.approx(0.05 * a + 0.2 * (1 - a), rel=1e-6)
+        assert value == pytest.approx(0.05 * a + 0.2 * (1 - a), rel=1e-6), t
 
 
 # ---------------------------------------------------- numpy float64 oracles
