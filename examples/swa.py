@@ -44,7 +44,7 @@ from fnopt import schedules as S
 from fnopt import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_schedules import epoch_batches, evaluate, init_cnn, load_mnist1d, loss_fn  # noqa: E402
+from compare_schedules import epoch_batches, evaluate, init_cnn, load_mnist1d, loss_fn
 
 ANNEAL_EPOCHS = 5
 

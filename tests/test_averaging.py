@@ -103,7 +103,6 @@ def test_equals_torch_averaged_model_step_for_step(kind, start, every):
 
 def test_ema_of_bf16_params_in_a_float32_average_equals_torch():
     torch = pytest.importorskip("torch")
-    from torch.optim import swa_utils
 
     params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), _params())
     tx = fnopt.chain(fnopt.sgd(0.1), T.average_params(decay=0.99, dtype=jnp.float32))
@@ -283,7 +282,7 @@ def test_under_jit_and_scan_equals_the_python_loop():
             u, s = tx.update(g, s, p)
             return (optax.apply_updates(p, u), s), None
 
-        (p, s), _ = jax.lax.scan(step, (params, tx.init(params)), jax.tree.map(lambda *g: jnp.stack(g), *grads))
+        (_, s), _ = jax.lax.scan(step, (params, tx.init(params)), jax.tree.map(lambda *g: jnp.stack(g), *grads))
         return s
 
     scanned = run(params)
