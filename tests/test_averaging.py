@@ -151,7 +151,7 @@ def test_swa_schedule_joined_after_a_base_schedule_equals_torch_example():
     swa_t = swa_utils.SWALR(opt, swa_lr=0.02, anneal_epochs=anneal)
     base = S.cosine_decay(0.1, total)
     lr = S.join([base, S.swa(float(base(swa_start)), 0.02, anneal)], [swa_start])
-    got = np.asarray(lr(jnp.arange(total)), np.float64)
+    got = np.asarray(jax.jit(lr)(jnp.arange(total)), np.float64)
     for epoch in range(total):
         assert got[epoch] == pytest.approx(opt.param_groups[0]["lr"], rel=1e-5), epoch
         opt.step()
@@ -305,7 +305,7 @@ def test_vmap_over_decay_start_and_every():
     decays = jnp.asarray([0.0, 0.5, 0.9], FLOAT)
     starts = jnp.asarray([0, 1, 2], jnp.int32)
     everys = jnp.asarray([1, 2, 1], jnp.int32)
-    got, n = jax.vmap(final)(decays, starts, everys)
+    got, n = jax.jit(jax.vmap(final))(decays, starts, everys)
     for i, (d, s, e) in enumerate(zip([0.0, 0.5, 0.9], [0, 1, 2], [1, 2, 1])):
         ema, k = None, 0
         for c, v in enumerate([1.0, 2.0, 4.0, 8.0, 16.0]):
@@ -328,7 +328,7 @@ def test_a_stacked_vmapped_state_is_read_outside_vmap():
             p = optax.apply_updates(p, u)
         return p, s
 
-    params, state = jax.vmap(run)(starts)
+    params, state = jax.jit(jax.vmap(run))(starts)
     got = fnopt.averaged_params(state, params)
     np.testing.assert_allclose(np.asarray(got), [[-2.0] * 3, [-3.0] * 3])  # member 1: no snapshot yet
 
@@ -411,13 +411,13 @@ def test_inject_hyperparams_and_multi_steps():
     grads = _grads(7, 6)
     plain = fnopt.chain(fnopt.sgd(0.1), T.average_params(decay=0.7))
     injected = fnopt.chain(fnopt.sgd(0.1), optax.inject_hyperparams(T.average_params)(decay=0.7))
-    _, a = _run(plain, params, grads)
-    _, b = _run(injected, params, grads)
+    _, a = _run(plain, params, grads, jit=True)
+    _, b = _run(injected, params, grads, jit=True)
     np.testing.assert_allclose(np.asarray(fnopt.averaged_params(b[-1])["w"]), np.asarray(fnopt.averaged_params(a[-1])["w"]), rtol=1e-6)
 
     for multi in (optax.MultiSteps(plain, every_k_schedule=2), T.accumulate_gradients(plain, 2)):
         with jax.numpy_dtype_promotion("standard"):  # MultiSteps divides by an int32 count
-            history, states = _run(multi, params, grads)
+            history, states = _run(multi, params, grads, jit=True)
         got = fnopt.averaged_params(states[-1], history[-1])
         ws = [np.asarray(history[k]["w"], np.float64) for k in (1, 3, 5)]  # the params after each real step
         expected = ws[0]
