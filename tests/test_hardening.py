@@ -902,6 +902,7 @@ FLAGS = [
     ("adamax", lambda v: fnopt.adamax(maximize=v), "maximize"),
     ("adadelta", lambda v: fnopt.adadelta(maximize=v), "maximize"),
     ("rprop", lambda v: fnopt.rprop(maximize=v), "maximize"),
+    ("average_params", lambda v: T.average_params(warmup=v), "warmup"),
 ]
 
 
