@@ -25,6 +25,7 @@ from ._schedule_free import schedule_free_sgd as schedule_free_sgd
 from ._trust_ratio import lamb as lamb
 from ._trust_ratio import lars as lars
 from ._chain import chain as chain
+from ._averaging import averaged_params as averaged_params
 from ._lr_find import LRFindResult as LRFindResult
 from ._lr_find import lr_find as lr_find
 from ._muon import muon_labels as muon_labels
@@ -47,6 +48,7 @@ __all__ = [
     "adamax",
     "adamw",
     "apply_updates",
+    "averaged_params",
     "best_params",
     "chain",
     "hyperparams",

@@ -4,6 +4,8 @@ the friendly errors aliases give to PyTorch spellings.
 The chain rule: ``early_stopping`` freezes training by emitting zero
 updates, so it must be the last member; anything after it (a learning rate,
 weight decay, another optimizer) could make those updates non-zero again.
+Only *observers*, transforms that pass the updates through unchanged
+(``average_params``), may follow it.
 
 The keyword rule (``update``'s extra keyword arguments): an fnopt
 optimizer or chain raises ``TypeError`` for a keyword that none of its
@@ -30,6 +32,9 @@ import optax
 
 # The ``init`` functions of the early-stopping transforms made so far.
 _STOPPERS: "weakref.WeakSet[Callable]" = weakref.WeakSet()
+# The ``init`` functions of the observers (transforms that return their
+# updates unchanged), which may follow an early stopping.
+_OBSERVERS: "weakref.WeakSet[Callable]" = weakref.WeakSet()
 
 
 def mark_stopping(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -38,12 +43,23 @@ def mark_stopping(tx: optax.GradientTransformation) -> optax.GradientTransformat
     return tx
 
 
-def _is_stopping(tx: Any) -> bool:
+def mark_observer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Registers ``tx`` as an observer: its ``update`` returns the updates
+    unchanged, so it may follow an early stopping in :func:`chain`."""
+    _OBSERVERS.add(tx.init)
+    return tx
+
+
+def _registered(tx: Any, registry: "weakref.WeakSet[Callable]") -> bool:
     init = getattr(tx, "init", None)
     try:
-        return init in _STOPPERS
+        return init in registry
     except TypeError:
         return False
+
+
+def _is_stopping(tx: Any) -> bool:
+    return _registered(tx, _STOPPERS)
 
 
 # ------------------------------------------------------------ keywords
@@ -141,11 +157,13 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
 
     Two checks on top:
 
-    * An :func:`~fnopt.transforms.early_stopping` must be the last member.
-      It stops training by emitting zero updates; a member after it (weight
-      decay adds ``wd * p``, another optimizer, Lookahead's synchronisation)
-      would turn them back into non-zero ones. Raises ``ValueError`` naming
-      the position.
+    * An :func:`~fnopt.transforms.early_stopping` must be the last member,
+      or be followed only by members that pass the updates through
+      unchanged (:func:`~fnopt.transforms.average_params`). It stops
+      training by emitting zero updates; a member after it (weight decay
+      adds ``wd * p``, another optimizer, Lookahead's synchronisation) would
+      turn them back into non-zero ones. Raises ``ValueError`` naming the
+      position.
     * The keyword rule: ``update`` raises ``TypeError`` ("did you mean") for
       a keyword that no member may use. fnopt's members declare theirs
       (``value`` for ``reduce_on_plateau``, ``early_stopping``,
@@ -164,7 +182,7 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
         >>> fnopt.chain(T.early_stopping(), fnopt.sgd(0.1))
         Traceback (most recent call last):
         ...
-        ValueError: `chain(...)`: `early_stopping` is member 0 of 2; it must be the last (a member after it would turn its zero updates back into non-zero ones)
+        ValueError: `chain(...)`: `early_stopping` is member 0 of 2; it must be the last (a member after it would turn its zero updates back into non-zero ones; only `average_params` may follow it)
         >>> import jax.numpy as jnp
         >>> state = opt.init(jnp.zeros(2))
         >>> _ = opt.update(jnp.ones(2), state, value=1.0)  # reaches the plateau and the early stopping
@@ -174,10 +192,11 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
         TypeError: `chain(...).update` got an unexpected keyword argument 'val'; did you mean value? ...
     """
     for i, tx in enumerate(transforms[:-1]):
-        if _is_stopping(tx):
+        if _is_stopping(tx) and not all(_registered(after, _OBSERVERS) for after in transforms[i + 1 :]):
             raise ValueError(
                 f"`chain(...)`: `early_stopping` is member {i} of {len(transforms)}; it must be the last "
-                "(a member after it would turn its zero updates back into non-zero ones)"
+                "(a member after it would turn its zero updates back into non-zero ones; only "
+                "`average_params` may follow it)"
             )
     return accepts(optax.chain(*transforms), union_keywords(transforms), "chain")
 

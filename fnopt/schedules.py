@@ -17,6 +17,7 @@ construction; traced ones are not checked.
 from ._anytime import inverse_sqrt as inverse_sqrt
 from ._anytime import inverse_time_decay as inverse_time_decay
 from ._anytime import warmup_stable_decay as warmup_stable_decay
+from ._averaging import swa as swa
 from ._compose import join as join
 from ._compose import multiply as multiply
 from ._compose import warmup as warmup
@@ -58,6 +59,7 @@ __all__ = [
     "one_cycle_momentum",
     "polynomial_decay",
     "step_decay",
+    "swa",
     "warmup",
     "warmup_stable_decay",
 ]

@@ -14,6 +14,8 @@ schedules are not checked.
 
 from ._accumulate import AccumulateGradientsState as AccumulateGradientsState
 from ._accumulate import accumulate_gradients as accumulate_gradients
+from ._averaging import AverageParamsState as AverageParamsState
+from ._averaging import average_params as average_params
 from ._rms import ScaleByAdagradState as ScaleByAdagradState
 from ._adam import ScaleByAdamState as ScaleByAdamState
 from ._adam import ScaleByRAdamState as ScaleByRAdamState
@@ -63,6 +65,7 @@ from ._wrappers import skip_nonfinite as skip_nonfinite
 
 __all__ = [
     "AccumulateGradientsState",
+    "AverageParamsState",
     "CooldownState",
     "EarlyStoppingState",
     "LookaheadState",
@@ -85,6 +88,7 @@ __all__ = [
     "accumulate_gradients",
     "add_decayed_weights",
     "add_weight_decay",
+    "average_params",
     "clip_by_global_norm",
     "cooldown",
     "early_stopping",

@@ -53,7 +53,8 @@ PARAM_LAYOUT = {
 def optimizers() -> dict:
     """Every alias, a chain of clipping, AdamW on a schedule, plateau
     reduction and early stopping (the last three observe ``value=``), and
-    gradient accumulation around Adam and a plateau."""
+    gradient accumulation around Adam and a plateau, and SGD carrying an EMA
+    of its weights (after early stopping)."""
     return {
         "sgd": lambda: fnopt.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
         "adam": lambda: fnopt.adam(1e-2),
@@ -70,6 +71,9 @@ def optimizers() -> dict:
         ),
         "accumulate": lambda: T.accumulate_gradients(
             fnopt.chain(fnopt.adam(1e-2), T.reduce_on_plateau(factor=0.5, patience=0)), 2
+        ),
+        "average": lambda: fnopt.chain(
+            fnopt.sgd(0.05, momentum=0.9), T.early_stopping(patience=3), T.average_params(decay=0.9, start=1)
         ),
     }
 
@@ -117,7 +121,7 @@ def check_state_follows_params(state, params: dict, n_devices: int) -> int:
 
 # Buffers per parameter of each optimizer's state (a floor, so that a state
 # that lost its buffers, not only one sharded wrongly, fails).
-MIN_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "adagrad": 1, "rmsprop": 3, "ranger": 3, "chain": 2, "accumulate": 3}
+MIN_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "adagrad": 1, "rmsprop": 3, "ranger": 3, "chain": 2, "accumulate": 3, "average": 2}
 
 
 def init_sharding_check(name: str, axis_type: AxisType, set_mesh: bool):

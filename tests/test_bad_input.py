@@ -26,6 +26,8 @@ BOOLS = [True, False, np.bool_(True), np.array(False), jnp.asarray(True)]
     ("scale_by_momentum", lambda v: T.scale_by_momentum(dampening=v)),
     ("reduce_on_plateau", lambda v: T.reduce_on_plateau(factor=v)),
     ("early_stopping", lambda v: T.early_stopping(min_delta=v)),
+    ("average_params", lambda v: T.average_params(decay=v)),
+    ("average_params", lambda v: T.average_params(start=v)),
     ("clip_by_global_norm", T.clip_by_global_norm),
 ])
 def test_a_bool_where_a_number_belongs_is_refused(call, make, value):
@@ -39,6 +41,7 @@ def test_a_bool_where_a_number_belongs_is_refused(call, make, value):
     lambda: fnopt.adamw(weight_decay=np.full((1,), 0.01)),
     lambda: T.scale_by_adam(b2=np.array([[0.999]])),
     lambda: T.clip_by_global_norm(np.array([1.0, 2.0])),
+    lambda: T.average_params(decay=np.array([0.9, 0.99])),
 ])
 def test_a_non_scalar_array_where_a_scalar_belongs_is_refused(make):
     with pytest.raises((TypeError, ValueError), match=r"must be a scalar"):

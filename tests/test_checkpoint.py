@@ -1,5 +1,5 @@
-"""Checkpointing: an optimizer state with a one-cycle schedule, plateau and
-early-stopping state saves and restores with Orbax, and the restored run
+"""Checkpointing: an optimizer state with a one-cycle schedule, plateau,
+early-stopping and SWA-average state saves and restores with Orbax, and the restored run
 continues bit-identically to an uninterrupted one."""
 
 import jax
@@ -13,7 +13,7 @@ nn = pytest.importorskip("flax.linen")
 
 import fnopt  # noqa: E402
 import fnopt.flax  # noqa: E402
-from fnopt.transforms import early_stopping, reduce_on_plateau  # noqa: E402
+from fnopt.transforms import average_params, early_stopping, reduce_on_plateau  # noqa: E402
 
 EPOCHS, STEPS = 8, 5
 # validation metric per epoch: improves twice, then plateaus
@@ -28,6 +28,7 @@ TX = optax.chain(
     fnopt.sgd(fnopt.schedules.one_cycle(0.1, EPOCHS * STEPS), momentum=0.9),
     reduce_on_plateau(0.5, patience=1, cooldown=1, window=3),
     early_stopping(patience=3),
+    average_params("swa", start=3, every=2),
 )
 
 

@@ -90,3 +90,20 @@ def test_compare_schedules_all_ten_recipes_tiny(load_example, tmp_path):
         ["--epochs", "1", "--seeds", "2", "--find-steps", "20", "--out", str(tmp_path), "--no-progress"]
     )
     assert len(summary["recipes"]) == 10
+
+
+def test_swa_example_tiny_run_writes_table_and_picture(load_example, tmp_path, capsys):
+    pytest.importorskip("mnist1d")
+    pytest.importorskip("matplotlib")
+    summary = load_example("swa").main(["--epochs", "3", "--seeds", "2", "--swa-start", "0.5", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| weights evaluated | final test acc" in out
+    assert (tmp_path / "swa.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "swa.json").read_text())
+    assert saved["swa_start_step"] == 2 * saved["steps_per_epoch"]  # round(0.5 * 3) = 2
+    rows = saved["rows"]
+    assert len(rows) == 4 and all(len(r["accuracy"]) == 2 for r in rows.values())
+    # One SWA snapshot (the end of epoch 3): the average is the last iterate.
+    assert rows["SWA (mean of the epoch-end weights)"] == rows["SGD + cosine → SWALR, last iterate"]
+    assert rows["EMA (decay 0.998, warmup) of the same run"] != rows["plain SGD + cosine (last iterate)"]
+    assert summary["epochs"] == 3

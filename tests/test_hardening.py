@@ -406,6 +406,15 @@ SCHEDULES: dict[str, Spec] = {
             "timescale": Arg(st.one_of(st.none(), counts(1e-3, INT32_MAX)), no_none(outside(0.0, lo_open=True))),
         },
     ),
+    "swa": Spec(
+        S.swa,
+        {
+            "init_value": value(True),
+            "swa_value": value(True),
+            "anneal_steps": dataclasses.replace(PHASE, required=False),
+            "anneal": choice(("cos", "linear")),
+        },
+    ),
     "inverse_time_decay": Spec(
         S.inverse_time_decay,
         {
@@ -523,6 +532,22 @@ TRANSFORMS: dict[str, Spec] = {
             "threshold_mode": choice(("rel", "abs")),
             "window": int_count(1),
         },
+    ),
+    "average_params": Spec(
+        T.average_params,
+        {
+            "kind": choice(("ema", "swa")),
+            "decay": UNIT,
+            "start": int_count(0),
+            "every": int_count(1),
+            "warmup": flag(),
+            "warmup_gamma": num(0.0, lo_open=True, valid=reals(1e-3, 1e3)),
+            "warmup_power": num(0.0, lo_open=True, valid=reals(1e-3, 10.0)),
+            "min_decay": UNIT,
+            "dtype": Arg(st.sampled_from([None, jnp.float32]), st.sampled_from(["foo", jnp.int32, 1.0]), static=True),
+        },
+        (("warmup", st.just({"kind": "swa", "warmup": True})),),
+        lambda kw: {**kw, "warmup": False} if kw.get("kind") == "swa" else kw,
     ),
     "schedule_free": Spec(
         T.schedule_free,
@@ -877,6 +902,7 @@ FLAGS = [
     ("adamax", lambda v: fnopt.adamax(maximize=v), "maximize"),
     ("adadelta", lambda v: fnopt.adadelta(maximize=v), "maximize"),
     ("rprop", lambda v: fnopt.rprop(maximize=v), "maximize"),
+    ("average_params", lambda v: T.average_params(warmup=v), "warmup"),
 ]
 
 

@@ -139,3 +139,45 @@ def test_report_without_a_plateau_names_the_problem():
         fnopt.report(nnx_optimizer(fnopt.sgd(0.1)), 1.0)
     with pytest.raises(ValueError, match="holds no `early_stopping`"):
         fnopt.should_stop(fnopt.sgd(0.1).init(PARAMS))
+
+
+def averaging_chain():
+    return fnopt.chain(fnopt.sgd(0.1), T.average_params("swa"))
+
+
+AVERAGING_WRAPPERS = {
+    "chain": averaging_chain,
+    "MultiSteps": lambda: optax.MultiSteps(averaging_chain(), every_k_schedule=1),
+    "masked": lambda: optax.masked(averaging_chain(), {"a": True, "b": False}),
+    "partition": lambda: optax.partition({"x": averaging_chain(), "y": optax.sgd(0.1)}, {"a": "x", "b": "y"}),
+    "inject_hyperparams": lambda: optax.inject_hyperparams(
+        lambda learning_rate: fnopt.chain(fnopt.sgd(learning_rate), T.average_params("swa")))(learning_rate=0.1),
+    "apply_if_finite": lambda: optax.apply_if_finite(averaging_chain(), 3),
+    "named_chain": lambda: optax.named_chain(("sgd", fnopt.sgd(0.1)), ("swa", T.average_params("swa"))),
+    "skip_nonfinite": lambda: T.skip_nonfinite(averaging_chain()),
+    "accumulate_gradients": lambda: T.accumulate_gradients(averaging_chain(), 1),
+}
+
+
+@pytest.mark.parametrize("name", AVERAGING_WRAPPERS)
+def test_averaged_params_reaches_the_average_through_every_wrapper(name):
+    tx = AVERAGING_WRAPPERS[name]()
+    params, state = PARAMS, tx.init(PARAMS)
+
+    @jax.jit
+    def step(params, state, k):
+        grads = jax.tree.map(lambda p: jnp.full_like(p, k), params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    seen = []
+    with jax.numpy_dtype_promotion("standard"):  # MultiSteps divides by an int32 count
+        for k in (1.0, 2.0, 4.0):
+            params, state = step(params, state, jnp.asarray(k, params["a"].dtype))
+            seen.append(np.asarray(params["a"], np.float64))
+    averaged = fnopt.averaged_params(state, params)
+    np.testing.assert_allclose(np.asarray(averaged["a"]), np.mean(seen, axis=0), rtol=1e-6)
+    if name in ("masked", "partition"):  # "b" is not averaged: its params come back
+        np.testing.assert_array_equal(np.asarray(averaged["b"]), np.asarray(params["b"]))
+    else:
+        assert not np.allclose(np.asarray(averaged["b"]), np.asarray(params["b"]))

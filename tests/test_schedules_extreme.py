@@ -230,6 +230,9 @@ def extreme_schedules(draw, name):
     if name == "inverse_time_decay":
         rate = draw(st.one_of(st.just(0.0), magnitudes()))
         return S.inverse_time_decay(a, draw(magnitudes()), rate, staircase=draw(st.booleans())), *span(a, 0.0)
+    if name == "swa":
+        anneal = draw(st.sampled_from(["cos", "linear"]))
+        return S.swa(a, b, draw(phases), anneal), *span(a, b)
     raise AssertionError(name)
 
 
@@ -272,6 +275,9 @@ ORACLES = {
         )
     ),
     "inverse_time_decay": (lambda a, n, g, b, c: (S.inverse_time_decay(a, n, c), ref_inverse_time(a, n, c))),
+    # torch SWALR's closed form, linear: b * x + a * (1 - x), x = min(t / n, 1)
+    "swa": (lambda a, n, g, b, c: (S.swa(a, b, n, "linear"),
+                                   lambda t: b * np.minimum(t / n, 1.0) + a * (1.0 - np.minimum(t / n, 1.0)))),
     "warmup_stable_decay": (
         lambda a, n, g, b, c: (S.warmup_stable_decay(abs(a), 2 * n + c, n, c, min_value=abs(b)),
                                ref_wsd(abs(a), 2 * n + c, n, c, low=abs(b)))

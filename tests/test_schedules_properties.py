@@ -203,6 +203,13 @@ def inverse_time_(draw):
     return sched, 0.0, init
 
 
+@st.composite
+def swa_(draw):
+    init, low = draw(pos), draw(floats(0.0, 10.0))
+    sched = S.swa(init, low, draw(st.one_of(st.integers(0, 10**5), floats(0.0, 1e5))), draw(st.sampled_from(["cos", "linear"])))
+    return sched, min(init, low), max(init, low)
+
+
 FAMILIES = {
     "constant": constant_(),
     "step_decay": step_decay_(),
@@ -225,6 +232,7 @@ FAMILIES = {
     "warmup_stable_decay": wsd_(),
     "inverse_sqrt": inverse_sqrt_(),
     "inverse_time_decay": inverse_time_(),
+    "swa": swa_(),
 }
 FAMILY_NAMES = sorted(FAMILIES)
 

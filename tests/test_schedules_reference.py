@@ -298,6 +298,36 @@ def ref_wsd(peak, total, warmup, decay, warmup_shape="linear", decay_shape="1-sq
     return lambda t: peak * np.vectorize(lr_lambda, otypes=[np.float64])(t)
 
 
+def ref_swalr(lr, swa_lr, anneal_epochs, strategy):
+    """torch ``SWALR.get_lr`` transcribed: the recursion on the current LR,
+    from the optimizer's LR ``lr`` at construction (step 0), at integer
+    steps; at a fractional step, ``get_lr`` with that step and the starting
+    LR recovered exactly (torch has no fractional steps)."""
+    f = (lambda x: (1 - math.cos(math.pi * x)) / 2) if strategy == "cos" else (lambda x: x)
+
+    def get_lr(count, current, recover=True):
+        step = max(1, count) if anneal_epochs == 0 else count  # _step_count - 1
+        prev_alpha = f(max(0, min(1, (step - 1) / max(1, anneal_epochs))))
+        initial = swa_lr if prev_alpha == 1 else (current - prev_alpha * swa_lr) / (1 - prev_alpha)
+        alpha = f(max(0, min(1, step / max(1, anneal_epochs))))
+        return swa_lr * alpha + (initial if recover else lr) * (1 - alpha)
+
+    def values(n):
+        out, current = [], lr
+        for count in range(n):
+            current = get_lr(count, current)
+            out.append(current)
+        return np.asarray(out)
+
+    def ref(t):
+        t = np.asarray(t, np.float64)
+        whole = values(int(np.max(t)) + 1)
+        return np.where(t == np.floor(t), whole[np.floor(t).astype(np.int64)],
+                        np.vectorize(lambda s: get_lr(s, lr, recover=False))(t))
+
+    return ref
+
+
 def ref_inverse_sqrt(peak, warmup, timescale=None):
     """transformers ``get_inverse_sqrt_schedule`` (its lambda transcribed)
     times ``peak``."""
@@ -446,6 +476,12 @@ CASES = [
     ("inverse_time_decay", S.inverse_time_decay(1.0, 33.25, 0.1), ref_inverse_time(1.0, 33.25, 0.1), 3000),
     ("inverse_time_decay", S.inverse_time_decay(3.0, 7.5, 1.5, staircase=True), ref_inverse_time(3.0, 7.5, 1.5, True), 3000),
     ("inverse_time_decay", S.inverse_time_decay(1.0, 10, 0.0), ref_inverse_time(1.0, 10, 0.0), 3000),
+]
+CASES += [
+    ("swa", S.swa(0.1, 0.01, 40), ref_swalr(0.1, 0.01, 40, "cos"), 100),
+    ("swa", S.swa(0.3, 0.05, 7, "linear"), ref_swalr(0.3, 0.05, 7, "linear"), 50),
+    ("swa", S.swa(0.1, 0.02, 0), ref_swalr(0.1, 0.02, 0, "cos"), 20),
+    ("swa", S.swa(0.01, 0.5, 1, "linear"), ref_swalr(0.01, 0.5, 1, "linear"), 20),
 ]
 IDS = [f"{name}-{i}" for i, (name, *_rest) in enumerate(CASES)]
 

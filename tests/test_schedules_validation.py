@@ -137,6 +137,10 @@ INVALID = [
     (lambda: S.inverse_time_decay(1.0, 0, 0.5), "inverse_time_decay(decay_steps"),
     (lambda: S.inverse_time_decay(1.0, 10, -0.5), "inverse_time_decay(decay_rate"),
     (lambda: S.inverse_time_decay(1.0, 10, 0.5, staircase=1), "inverse_time_decay(staircase"),
+    (lambda: S.swa(NAN, 0.1), "swa(init_value"),
+    (lambda: S.swa(0.1, "0.1"), "swa(swa_value"),
+    (lambda: S.swa(0.1, 0.05, -1), "swa(anneal_steps"),
+    (lambda: S.swa(0.1, 0.05, 10, anneal="cosine"), "swa(anneal"),
 ]
 
 

@@ -25,7 +25,7 @@ from fnopt import transforms as T
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent
-OPTIMIZERS = ["sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "chain", "accumulate"]
+OPTIMIZERS = ["sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "ranger", "chain", "accumulate", "average"]
 CHECKS = [
     *(f"init_sharding[{mesh}-{name}]" for name in OPTIMIZERS for mesh in ("explicit", "explicit-set_mesh", "auto")),
     *(f"sharded_step[{name}]" for name in OPTIMIZERS),

@@ -31,6 +31,8 @@ OPTIMIZERS.update({
         fnopt.sgd(0.1), T.reduce_on_plateau(), T.cooldown(10, patience=2), T.early_stopping()),
     "accumulate": lambda: T.accumulate_gradients(fnopt.adam(), 2),
     "skip_nonfinite": lambda: T.skip_nonfinite(fnopt.adam()),
+    "average_params": lambda: fnopt.chain(fnopt.sgd(0.1), T.early_stopping(), T.average_params(dtype=jnp.float32)),
+    "average_params(swa)": lambda: fnopt.chain(fnopt.sgd(0.1), T.average_params("swa")),
 })
 
 

@@ -112,6 +112,14 @@ GALLERY = {
         },
         1000,
     ),
+    "swa": Entry(
+        {
+            "cosine, then swa (cos)": "join([cosine_decay(0.1, total_steps=1000), swa(0.05, 0.02, anneal_steps=100)], "
+            "boundaries=[500])",
+            "swa(linear) from 0.1": "swa(0.1, 0.02, anneal_steps=300, anneal='linear')",
+        },
+        1000,
+    ),
     "exponential_range": Entry(
         {"exponential_range": "exponential_range(1e-7, 10.0, num_steps=100)"}, 100, log_scale=True
     ),
