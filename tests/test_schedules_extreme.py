@@ -279,8 +279,11 @@ ORACLES = {
     "swa": (lambda a, n, g, b, c: (S.swa(a, b, n, "linear"),
                                    lambda t: b * np.minimum(t / n, 1.0) + a * (1.0 - np.minimum(t / n, 1.0)))),
     "warmup_stable_decay": (
+        # the reference gets the phase lengths as the default dtype holds them
+        # (2 * n + c = 1.000002 is 1.0000019 in float32, a 5% change of a
+        # 2e-6 remainder of the cooldown)
         lambda a, n, g, b, c: (S.warmup_stable_decay(abs(a), 2 * n + c, n, c, min_value=abs(b)),
-                               ref_wsd(abs(a), 2 * n + c, n, c, low=abs(b)))
+                               ref_wsd(abs(a), *(float(FLOAT(v)) for v in (2 * n + c, n, c)), low=abs(b)))
     ),
 }
 
