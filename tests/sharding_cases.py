@@ -67,7 +67,7 @@ def optimizers() -> dict:
             T.clip_by_global_norm(1.0),
             fnopt.adamw(schedules.one_cycle(1e-2, 10)),
             T.reduce_on_plateau(factor=0.5, patience=0),
-            T.early_stopping(patience=3),
+            T.early_stopping(patience=3, keep_best=True),  # + a copy of the params
         ),
         "accumulate": lambda: T.accumulate_gradients(
             fnopt.chain(fnopt.adam(1e-2), T.reduce_on_plateau(factor=0.5, patience=0)), 2
@@ -121,7 +121,7 @@ def check_state_follows_params(state, params: dict, n_devices: int) -> int:
 
 # Buffers per parameter of each optimizer's state (a floor, so that a state
 # that lost its buffers, not only one sharded wrongly, fails).
-MIN_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "adagrad": 1, "rmsprop": 3, "ranger": 3, "chain": 2, "accumulate": 3, "average": 2}
+MIN_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "adagrad": 1, "rmsprop": 3, "ranger": 3, "chain": 3, "accumulate": 3, "average": 2}
 
 
 def init_sharding_check(name: str, axis_type: AxisType, set_mesh: bool):
