@@ -62,13 +62,24 @@ def _check_step_bounds(call: str, min_step_size: Hyper, max_step_size: Hyper) ->
         )
 
 
-def _signed_step(g, prev, step, k):
+def _signed_step(g, prev, step, k, from_int8):
     """One real coordinate set: the update, the sign to remember, the new step sizes."""
     eta_minus, eta_plus, low, high = k
     sign = jnp.sign(g)
     agreement = sign * prev
     factor = jnp.where(agreement > 0, eta_plus, jnp.where(agreement < 0, eta_minus, 1))
     step_new = jnp.clip(step * factor, low, high)
+    if from_int8:
+        # Divide by 1 computed from the data (prev, read from int8, is -1, 0
+        # or 1), which XLA cannot fold: exact, and XLA does not duplicate a
+        # division into other kernels, so the new step sizes are computed
+        # once and the update applied to the params reads them. Recomputed
+        # there from the old, donated step sizes (which another kernel
+        # overwrites in place), they cost XLA:CPU a copy of the old step
+        # sizes every step: about twice the CPU time of the step. (Complex
+        # params keep their signs in floats, which may be NaN.)
+        square = prev * prev
+        step_new = step_new / (square + (1 - square))
     # After a sign flip the gradient counts as 0: no move now, no verdict next step.
     kept = jnp.where(agreement < 0, 0, sign)
     return kept * step_new, kept, step_new
@@ -107,11 +118,11 @@ def _rprop(call, learning_rate, eta_minus, eta_plus, min_step_size, max_step_siz
             g_c = g.astype(cd)
             if jnp.iscomplexobj(g_c):
                 prev_c, step_c = prev.astype(cd), step.astype(cd)
-                re = _signed_step(g_c.real, prev_c.real, step_c.real, k)
-                im = _signed_step(g_c.imag, prev_c.imag, step_c.imag, k)
+                re = _signed_step(g_c.real, prev_c.real, step_c.real, k, False)
+                im = _signed_step(g_c.imag, prev_c.imag, step_c.imag, k, False)
                 out, kept, step_new = (jax.lax.complex(a, b) for a, b in zip(re, im))
             else:
-                out, kept, step_new = _signed_step(g_c, prev.astype(rd), step.astype(rd), k)
+                out, kept, step_new = _signed_step(g_c, prev.astype(rd), step.astype(rd), k, True)
             return out.astype(g.dtype), kept.astype(prev.dtype), step_new.astype(step.dtype)
 
         out, prev, steps = h.map(leaf, 3, updates, state.prev_sign, state.step_size, params=params)

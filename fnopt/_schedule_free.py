@@ -8,10 +8,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, is_group_tree, map_records, next_count, per_group, zero_count
-from ._checks import as_float, check_range, check_scalar, float_dtype
+from ._checks import as_float, check_range, check_scalar, float_dtype, is_traced
 from ._common import RULES, storage_dtype, compute_dtype, fill_like, is_zero, may_be_zero, require_params, safe_divide
 from ._compose import warmup
 from ._elementwise import add_decayed_weights, add_weight_decay, check_mask, scale_by_learning_rate
@@ -36,19 +37,29 @@ class ScheduleFreeState(NamedTuple):
         count: updates applied so far (int32, saturating).
         z: the base optimizer's iterate, in ``state_dtype`` (default: the
             params' dtype).
-        b1: per leaf, the ``b1`` that formed the current params
+        b1: per averaging group, the ``b1`` that formed the current params
             ``y = b1 x + (1 - b1) z`` (default float dtype), so that ``x``
             can be recovered exactly (:func:`schedule_free_eval_params`).
-        max_lr: per leaf, the largest learning rate seen (its group's).
-        weight_sum: per leaf, the sum of the averaging weights (its group's).
+        max_lr: per averaging group, the largest learning rate seen.
+        weight_sum: per averaging group, the sum of the averaging weights.
+        group: int32, shape ``[number of params leaves]``: each leaf's
+            averaging group (an index into ``b1``, ``max_lr``,
+            ``weight_sum``), in the params' flattening order. The groups are
+            the distinct combinations of the groups of ``learning_rate``,
+            ``b1``, ``weight_lr_power`` and ``r``, numbered in order of first
+            occurrence; ``b1``, ``max_lr`` and ``weight_sum`` are tuples of
+            scalars, one per group (one in all when nothing is grouped), as
+            Optax keeps one of each: the leaves of a group share their
+            values, and one per leaf would cost a kernel per leaf in every step.
         hyperparams: ``b1``, ``weight_lr_power``, ``r`` used by the last update.
     """
 
     count: jax.Array
     z: optax.Params
-    b1: optax.Params
-    max_lr: optax.Params
-    weight_sum: optax.Params
+    b1: tuple[jax.Array, ...]
+    max_lr: tuple[jax.Array, ...]
+    weight_sum: tuple[jax.Array, ...]
+    group: jax.Array
     hyperparams: dict[str, jax.Array]
 
 
@@ -103,6 +114,24 @@ def _state_dtype(call: str, dtype: Any) -> Any:
     return storage_dtype(call, dtype, "state_dtype", complex_ok=True)
 
 
+def _averaging_groups(hp: Hypers, lr_hp: Hypers, tree: Any) -> tuple[list[int], int]:
+    """For each leaf of ``tree``, the index of its averaging group (the
+    distinct combinations of the groups of every grouped hyperparameter,
+    numbered in order of first occurrence), and the number of groups."""
+    layouts = [*hp.layout(tree).values(), *lr_hp.layout(tree).values()]
+    n = len(jax.tree.leaves(tree))
+    index: dict[tuple, int] = {}
+    return [index.setdefault(tuple(layout[i] for layout in layouts), len(index)) for i in range(n)], len(index)
+
+
+def _firsts(groups: list[int], n_groups: int, per_leaf: list[Any]) -> list[Any]:
+    """The entry of ``per_leaf`` of the first leaf of each group."""
+    first: dict[int, Any] = {}
+    for k, v in zip(groups, per_leaf):
+        first.setdefault(k, v)
+    return [first[k] for k in range(n_groups)]
+
+
 def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
     rules = _rules()
     hp = Hypers(call, rules, b1=b1, weight_lr_power=weight_lr_power, r=r)
@@ -111,11 +140,12 @@ def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
 
     def init(params):
         start = hp.at(zero_count(), params)
-        lr_hp.layout(params)
+        groups, n_groups = _averaging_groups(hp, lr_hp, params)
         z = jax.tree.map(lambda p: jnp.array(p, dtype=state_dtype or p.dtype, copy=True), params)
-        b1s = start.map(lambda v, p: v["b1"], None, params)
-        zeros = jax.tree.map(lambda p: jnp.zeros([], float_dtype()), params)
-        return distinct(ScheduleFreeState(zero_count(), z, b1s, zeros, zeros, start.record))
+        b1s = tuple(v["b1"] for v in _firsts(groups, n_groups, start.per_leaf(len(groups))))
+        zeros = tuple(jnp.zeros([], float_dtype()) for _ in range(n_groups))
+        group = jnp.asarray(groups, dtype=jnp.int32).reshape(len(groups))
+        return distinct(ScheduleFreeState(zero_count(), z, b1s, zeros, zeros, group, start.record))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -125,32 +155,46 @@ def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
         lr_next = lr_hp.at(next_count(state.count), updates)
         leaves, treedef = jax.tree.flatten(updates)
         n = len(leaves)
+        groups, n_groups = _averaging_groups(hp, lr_hp, updates)
+        if not len(state.b1) == len(state.max_lr) == len(state.weight_sum) == n_groups:
+            raise ValueError(
+                f"`{call}.update`: the state holds {len(state.b1)} averaging groups but the updates make "
+                f"{n_groups} groups of learning_rate, b1, weight_lr_power and r; use the state `init` made for these params"
+            )
         t1 = as_float(next_count(state.count))
 
-        def leaf(v, lr_v, u, z, y, b1_prev, max_lr, weight_sum):
+        # The averaging weights are the same for every leaf of a group: once per group.
+        def group_step(v, lr_v, max_lr, weight_sum):
             max_lr = jnp.maximum(max_lr, lr_v["learning_rate"])
             w = t1 ** v["r"] * max_lr ** v["weight_lr_power"]
             total = weight_sum + w
             # Optax's guard: a zero total (no weight yet) gives c = 0, not NaN.
             c = jnp.where(jnp.isnan(w) | jnp.isnan(total), jnp.nan, jnp.nan_to_num(w / total, nan=0.0, posinf=jnp.inf))
+            return c, max_lr, total
+
+        values = _firsts(groups, n_groups, h.per_leaf(n))
+        lr_values = _firsts(groups, n_groups, lr_next.per_leaf(n))
+        steps = [group_step(*args) for args in zip(values, lr_values, state.max_lr, state.weight_sum)]
+
+        def leaf(k, u, z, y):
             cd = compute_dtype(y)
             z_new = (z.astype(cd) + u.astype(cd)).astype(z.dtype)
             zc, yc = z_new.astype(cd), y.astype(cd)
-            bp = b1_prev.astype(cd)
+            bp = state.b1[k].astype(cd)
             x = (yc - (1 - bp) * z.astype(cd)) / bp
-            cc = c.astype(cd)
+            cc = steps[k][0].astype(cd)
             x = (1 - cc) * x + cc * zc
-            bn = v["b1"].astype(cd)
+            bn = values[k]["b1"].astype(cd)
             y_new = bn * x + (1 - bn) * zc
-            return (y_new - yc).astype(u.dtype), z_new, v["b1"], max_lr, total
+            return (y_new - yc).astype(u.dtype), z_new
 
-        rest = [flatten_like(call, treedef, tree) for tree in (state.z, params, state.b1, state.max_lr, state.weight_sum)]
-        outs = [
-            leaf(v, lv, u, *(r_[i] for r_ in rest))
-            for i, (v, lv, u) in enumerate(zip(h.per_leaf(n), lr_next.per_leaf(n), leaves))
-        ]
-        out, z, b1s, max_lr, weight_sum = (treedef.unflatten([o[k] for o in outs]) for k in range(5))
-        return out, ScheduleFreeState(next_count(state.count), z, b1s, max_lr, weight_sum, h.record)
+        rest = [flatten_like(call, treedef, tree) for tree in (state.z, params)]
+        outs = [leaf(k, u, *(r_[i] for r_ in rest)) for i, (k, u) in enumerate(zip(groups, leaves))]
+        out, z = (treedef.unflatten([o[j] for o in outs]) for j in range(2))
+        b1s = tuple(v["b1"] for v in values)
+        max_lr = tuple(s_[1] for s_ in steps)
+        weight_sum = tuple(s_[2] for s_ in steps)
+        return out, ScheduleFreeState(next_count(state.count), z, b1s, max_lr, weight_sum, state.group, h.record)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -187,12 +231,26 @@ def schedule_free_eval_params(opt_state: Any, params: optax.Params) -> optax.Par
         )
     state = found[0]
 
+    leaves, treedef = jax.tree.flatten(params)
+    zs = flatten_like("schedule_free_eval_params", treedef, state.z)
+    if jnp.shape(state.group) != (len(leaves),):
+        raise ValueError(
+            "`schedule_free_eval_params(opt_state, params)`: the state was made for "
+            f"{jnp.shape(state.group)[0] if jnp.ndim(state.group) == 1 else '?'} params leaves, "
+            f"`params` has {len(leaves)}"
+        )
+    if is_traced(state.group):  # each leaf's group is known only at run time
+        b1s = jnp.stack(state.b1) if state.b1 else None
+        per_leaf = [b1s[state.group[i]] for i in range(len(leaves))]
+    else:
+        per_leaf = [state.b1[k] for k in np.asarray(state.group).tolist()]
+
     def leaf(y, z, b):
         cd = compute_dtype(y)
         bc = b.astype(cd)
         return ((y.astype(cd) - (1 - bc) * z.astype(cd)) / bc).astype(y.dtype)
 
-    return jax.tree.map(leaf, params, state.z, state.b1)
+    return treedef.unflatten([leaf(y, z, b) for y, z, b in zip(leaves, zs, per_leaf)])
 
 
 # ------------------------------------------------------------ the AdamW base

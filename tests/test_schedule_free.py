@@ -149,6 +149,10 @@ def test_group_tree_equals_separate_runs():
             p = optax.apply_updates(p, u)
             np.testing.assert_allclose(got[k][0][name], p, rtol=1e-6, atol=1e-7)
             np.testing.assert_allclose(got[k][1][name], fnopt.schedule_free_eval_params(s, p), rtol=1e-6, atol=1e-7)
+    # Under jit each leaf's group is a traced index into the groups' b1.
+    jitted = jax.jit(fnopt.schedule_free_eval_params)(state, got[-1][0])
+    for name in ("w", "b"):
+        np.testing.assert_allclose(jitted[name], got[-1][1][name], rtol=1e-6, atol=1e-7)
     hp = fnopt.hyperparams(state)
     assert float(hp["b/b1"]) == pytest.approx(0.6) and float(hp["w/effective_learning_rate"]) == pytest.approx(0.05)
 
