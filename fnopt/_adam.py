@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from . import _fused
 from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
 from ._common import (
@@ -159,8 +160,22 @@ def scale_by_adam(
             out = safe_divide(m_new * c1, jnp.sqrt(v_used) * c2 + e, zero_denominator)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
 
+        def fused(fn, values, leaves, others):
+            # One kernel per hyperparameter group and dtype (fnopt._fused).
+            def group(hv, idx):
+                cd = compute_dtype(leaves[idx[0]])
+                k = coef(hv, cd)
+                c = jnp.stack([*k[:7], k[7] if with_root else jnp.zeros([], cd)])
+                u, m, v = _fused.adam_group(c, [leaves[i] for i in idx], [others[0][i] for i in idx],
+                                            [others[1][i] for i in idx], with_root=with_root, safe=zero_denominator)
+                return [(u[j], m[j], v[j], others[2][i]) for j, i in enumerate(idx)]
+
+            return _fused.run_groups(fn, values, leaves, others, group)
+
         v_max = state.nu_max if amsgrad else state.nu
-        out, mu, nu, nu_max = h.map(leaf, 4, updates, state.mu, state.nu, v_max, params=params)
+        use_kernel = not amsgrad and _fused.enabled()
+        out, mu, nu, nu_max = h.map(leaf, 4, updates, state.mu, state.nu, v_max, params=params,
+                                    fused=fused if use_kernel else None)
         new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h.record)
         return out, new_state
 
