@@ -15,6 +15,7 @@ physical limit of a case is that traffic at the measured bandwidth.
 
     python benchmarks/step_time.py --tree all --reps 15 --json out.json --md out.md
     python benchmarks/step_time.py --tiny          # smoke test
+    python benchmarks/step_time.py --tiny --tree many --cases adam
 """
 
 from __future__ import annotations
@@ -472,7 +473,7 @@ def main(argv=None):
                     help="both: resnet + transformer; all: resnet + transformer + many (3000 small leaves)")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--tiny", action="store_true",
-                    help="tiny trees (a small one and a small many-leaf one), 2 reps, for the smoke test")
+                    help="tiny trees, 2 reps, for the smoke test (--tree many/all: also a 60-leaf many-leaf tree)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
     ap.add_argument("--compile-reps", type=int, default=3,
                     help="compiles per implementation for the compile-time median (order alternating)")
@@ -482,7 +483,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     groups = {"both": ["resnet", "transformer"], "all": ["resnet", "transformer", "many"]}
-    trees = ["tiny", "tiny_many"] if args.tiny else groups.get(args.tree, [args.tree])
+    trees = groups.get(args.tree, [args.tree])
+    if args.tiny:  # the smoke-test sizes: resnet/transformer -> tiny, many -> tiny_many
+        trees = list(dict.fromkeys("tiny_many" if t == "many" else "tiny" for t in trees))
     reps = 2 if args.tiny else args.reps
     cases = [c for c in args.cases.split(",") if c]
     for c in cases:
