@@ -2,11 +2,14 @@
 
 XLA:CPU runs one loop per output array and pays a fixed cost of a few
 microseconds per fused loop, so on a tree of thousands of small leaves an
-optimizer step costs three loops per leaf whatever the leaf's size. The
-kernels in ``_kernels/multi_tensor.cc`` update every leaf of a dtype group in
-one custom call (registered through ``jax.ffi``): each element is read and
-written once, in the same arithmetic order as the XLA path, and the moments
-are updated in place (``input_output_aliases``).
+optimizer step costs three loops per leaf (params, two moments) whatever the
+leaf's size. The kernels in ``_kernels/multi_tensor.cc`` update the state
+buffers of every leaf of a dtype group in one custom call (registered through
+``jax.ffi``), in place (``input_output_aliases``), in the same arithmetic order
+as the XLA path. The update direction stays in XLA, computed from the new
+state, so XLA fuses it with the learning rate and ``apply_updates`` into the
+one loop per leaf that writes the params, and no update buffer is ever
+materialized: a step is 1 kernel + 1 loop per leaf.
 
 The kernel is built from C++ at first use, when a compiler exists, into a
 cache directory (``$FNOPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fnopt``, else
@@ -42,7 +45,7 @@ import numpy as np
 _log = logging.getLogger("fnopt.fused")
 
 _SOURCE = pathlib.Path(__file__).with_name("_kernels") / "multi_tensor.cc"
-_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=fast", "-w")
+_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=fast", "-w")
 _TARGETS = ("fnopt_adam_f32", "fnopt_adam_f64", "fnopt_momentum_f32", "fnopt_momentum_f64")
 _DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -189,73 +192,53 @@ def _with_fallback(kernel: Callable, reference: Callable) -> Callable:
     return call
 
 
-def _adam_reference(with_root: bool, safe: bool):
-    def one(c, g, m, v):
-        b1, c1, b2, c2, inv_bc1, rs_bc2, eps, root = (c[i] for i in range(8))
-        m_new = b1 * m + c1 * g
-        v_new = b2 * v + c2 * (g * g)
-        den = jnp.sqrt(v_new + root if with_root else v_new) * rs_bc2 + eps
-        num = m_new * inv_bc1
-        out = jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 0) if safe else num / den
-        return out, m_new, v_new
-
-    def reference(c, *leaves):
-        n = len(leaves) // 3
-        outs = [one(c, leaves[i], leaves[n + i], leaves[2 * n + i]) for i in range(n)]
-        return tuple([o[k] for o in outs] for k in range(3))
-
-    return reference
+def _adam_reference(c, *leaves):
+    n = len(leaves) // 3
+    g, m, v = leaves[:n], leaves[n:2 * n], leaves[2 * n:]
+    return ([c[0] * m[i] + c[1] * g[i] for i in range(n)],
+            [c[2] * v[i] + c[3] * (g[i] * g[i]) for i in range(n)])
 
 
-def _momentum_reference(nesterov: bool):
-    def reference(c, *leaves):
-        n = len(leaves) // 2
-        bufs = [c[0] * leaves[n + i] + c[1] * leaves[i] for i in range(n)]
-        outs = [leaves[i] + c[0] * b for i, b in enumerate(bufs)] if nesterov else []
-        return bufs, outs
-
-    return reference
+def _momentum_reference(c, *leaves):
+    n = len(leaves) // 2
+    return [c[0] * leaves[n + i] + c[1] * leaves[i] for i in range(n)]
 
 
-def adam_group(coef: jax.Array, gs: Sequence[jax.Array], ms: Sequence[jax.Array], vs: Sequence[jax.Array], *,
-               with_root: bool, safe: bool) -> tuple[list, list, list]:
-    """One fused Adam step over ``n`` leaves of one dtype: ``coef`` is
-    ``(b1, 1 - b1, b2, 1 - b2, 1 / bc1, rsqrt(bc2), eps, eps_root * bc2)``.
-    Returns the updates, the new first and the new second moments."""
+def _call(target: str, n_in_state: int, gs: Sequence[jax.Array]):
+    """The kernel ``target`` on ``(coef, *gs, *states...)``, each state leaf
+    updated in place."""
     n = len(gs)
     dtype = np.dtype(gs[0].dtype)
-    shapes = [jax.ShapeDtypeStruct(g.shape, dtype) for g in gs]
-    aliases = {1 + n + i: n + i for i in range(n)} | {1 + 2 * n + i: 2 * n + i for i in range(n)}
-    call = jax.ffi.ffi_call(f"fnopt_adam_{_DTYPES[dtype]}", shapes * 3, input_output_aliases=aliases)
-
-    def kernel(c, *leaves):
-        out = call(c, *leaves, with_root=np.int64(with_root), safe=np.int64(safe))
-        return list(out[:n]), list(out[n:2 * n]), list(out[2 * n:])
-
-    fn = _with_fallback(kernel, _adam_reference(with_root, safe))
-    u, m, v = fn(coef, *gs, *ms, *vs)
-    return list(u), list(m), list(v)
+    shapes = [jax.ShapeDtypeStruct(g.shape, dtype) for g in gs] * n_in_state
+    aliases = {1 + n + i: i for i in range(n_in_state * n)}
+    return jax.ffi.ffi_call(f"{target}_{_DTYPES[dtype]}", shapes, input_output_aliases=aliases)
 
 
-def momentum_group(coef: jax.Array, gs: Sequence[jax.Array], bufs: Sequence[jax.Array], *,
-                   nesterov: bool) -> tuple[list, list]:
-    """One fused momentum step over ``n`` leaves of one dtype: ``coef`` is
-    ``(momentum, take)``. Returns the new buffers and, with ``nesterov``, the
-    updates (else an empty list: the updates are the buffers)."""
+def adam_moments(coef: jax.Array, gs: Sequence[jax.Array], ms: Sequence[jax.Array],
+                 vs: Sequence[jax.Array]) -> tuple[list, list]:
+    """Adam's new moments for ``n`` leaves of one dtype in one kernel call,
+    ``coef = (b1, 1 - b1, b2, 1 - b2)``: ``m' = b1 m + (1 - b1) g`` and
+    ``v' = b2 v + (1 - b2) g g``."""
     n = len(gs)
-    dtype = np.dtype(gs[0].dtype)
-    shapes = [jax.ShapeDtypeStruct(g.shape, dtype) for g in gs]
-    aliases = {1 + n + i: i for i in range(n)}
-    call = jax.ffi.ffi_call(f"fnopt_momentum_{_DTYPES[dtype]}", shapes * (2 if nesterov else 1),
-                            input_output_aliases=aliases)
+    call = _call("fnopt_adam", 2, gs)
 
     def kernel(c, *leaves):
-        out = call(c, *leaves, nesterov=np.int64(nesterov))
+        out = call(c, *leaves)
         return list(out[:n]), list(out[n:])
 
-    fn = _with_fallback(kernel, _momentum_reference(nesterov))
-    b, u = fn(coef, *gs, *bufs)
-    return list(b), list(u)
+    m, v = _with_fallback(kernel, _adam_reference)(coef, *gs, *ms, *vs)
+    return list(m), list(v)
+
+
+def momentum_buffers(coef: jax.Array, gs: Sequence[jax.Array], bufs: Sequence[jax.Array]) -> list:
+    """The new momentum buffers ``b' = momentum b + take g`` for ``n`` leaves
+    of one dtype in one kernel call, ``coef = (momentum, take)``."""
+    call = _call("fnopt_momentum", 1, gs)
+
+    def kernel(c, *leaves):
+        return list(call(c, *leaves))
+
+    return list(_with_fallback(kernel, _momentum_reference)(coef, *gs, *bufs))
 
 
 def run_groups(fn: Callable, values: list, leaves: list, others: list[list], group_call: Callable) -> list:

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.skipif(not _kernel_builds(), reason="no fused kernel he
 
 
 def mixed_tree():
-    """float32 leaves of several shapes, a scalar, a 0-size leaf, a None
-    leaf, a bfloat16 leaf (XLA path inside the same update) and, under x64,
+    """float32 leaves of several shapes (one large enough for the kernel to
+    split it between threads), a scalar, a 0-size leaf, a None leaf, a
+    bfloat16 leaf (XLA path inside the same update) and, under x64,
     float64 leaves (their own kernel call)."""
     rng = np.random.default_rng(0)
 
@@ -37,7 +38,7 @@ def mixed_tree():
         return jnp.asarray(rng.standard_normal(shape), dtype)
 
     tree = {"w": arr((7, 5)), "b": arr((5,)), "s": arr(()), "empty": arr((0, 3)), "none": None,
-            "deep": [arr((3, 3, 2)), arr((64,))], "half": arr((6,), jnp.bfloat16)}
+            "deep": [arr((3, 3, 2)), arr((64,)), arr((700, 400))], "half": arr((6,), jnp.bfloat16)}
     if X64:
         tree["w64"] = arr((4, 3), np.float64)
         tree["s64"] = arr((), np.float64)
