@@ -211,3 +211,14 @@ def test_kernel_absent(monkeypatch):
         tx.update(params, tx.init(params), params)
     monkeypatch.setenv("FNOPT_FUSED", "0")
     assert not _fused.enabled()
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd_nesterov_decay"])
+def test_chunked_calls(name, monkeypatch):
+    """A group larger than the chunk size is split over several kernel calls."""
+    p0, s0, _ = run(CASES[name], "0", monkeypatch, steps=5)
+    monkeypatch.setattr(_fused, "_CHUNK", 2)
+    p1, s1, hlo = run(CASES[name], "1", monkeypatch, steps=5)
+    assert hlo.count("custom_call @fnopt_") == 3 + X64  # 5 float32 leaves in chunks of 2 (+ 2 float64)
+    assert_same(p0, p1)
+    assert_same(s0, s1)
