@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from . import _fused
 from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
 from ._common import (
@@ -144,6 +145,12 @@ def scale_by_adam(
             root = (v["eps_root"] * bc2).astype(rd) if with_root else None
             return (*betas(v, cd), inv_bc1.astype(cd), jax.lax.rsqrt(bc2).astype(rd), v["eps"].astype(rd), root)
 
+        def direction(k, m_new, v_used):
+            c1, c2, e, root = k[4:]
+            if with_root:
+                v_used = v_used + root
+            return safe_divide(m_new * c1, jnp.sqrt(v_used) * c2 + e, zero_denominator)
+
         def leaf(hv, g, m, v, v_max):
             cd = compute_dtype(g)
             k = coef(hv, cd)
@@ -153,14 +160,26 @@ def scale_by_adam(
                 v_used, v_max_out = v_max_new, v_max_new.astype(v_max.dtype)
             else:
                 v_used, v_max_out = v_new, v_max
-            c1, c2, e, root = k[4:]
-            if with_root:
-                v_used = v_used + root
-            out = safe_divide(m_new * c1, jnp.sqrt(v_used) * c2 + e, zero_denominator)
+            out = direction(k, m_new, v_used)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_out
 
+        def fused(fn, values, leaves, others):
+            # The moments of a hyperparameter group and dtype in one kernel
+            # (fnopt._fused); the direction per leaf in XLA, which fuses it
+            # with the learning rate and apply_updates.
+            def group(hv, idx):
+                cd = compute_dtype(leaves[idx[0]])
+                k = coef(hv, cd)
+                m, v = _fused.adam_moments(jnp.stack(k[:4]), [leaves[i] for i in idx], [others[0][i] for i in idx],
+                                           [others[1][i] for i in idx])
+                return [(direction(k, m[j], v[j]), m[j], v[j], others[2][i]) for j, i in enumerate(idx)]
+
+            return _fused.run_groups(fn, values, leaves, others, group)
+
         v_max = state.nu_max if amsgrad else state.nu
-        out, mu, nu, nu_max = h.map(leaf, 4, updates, state.mu, state.nu, v_max, params=params)
+        use_kernel = not amsgrad and _fused.enabled()
+        out, mu, nu, nu_max = h.map(leaf, 4, updates, state.mu, state.nu, v_max, params=params,
+                                    fused=fused if use_kernel else None)
         new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h.record)
         return out, new_state
 

@@ -314,19 +314,27 @@ class Resolved:
             out.append(self._combos[combo])
         return out
 
-    def map(self, fn: Callable[..., Any], n_out: int | None, tree: Any, *rest: Any, params: Any = None) -> Any:
+    def map(
+        self, fn: Callable[..., Any], n_out: int | None, tree: Any, *rest: Any, params: Any = None,
+        fused: Callable[..., list] | None = None,
+    ) -> Any:
         """``fn(values, leaf, *rest_leaves)`` for every leaf of ``tree``, with
         the leaf's hyperparameter values. With ``n_out``, ``fn`` returns that
         many arrays and the result is ``n_out`` trees shaped like ``tree``.
         Empty trees and ``None`` leaves are fine; ``rest`` (and ``params``,
         when given, only checked) must have the structure and shapes of
-        ``tree``."""
+        ``tree``. ``fused(fn, values, leaves, others)``, when given, computes
+        the per-leaf results instead (several leaves per kernel, see
+        :mod:`fnopt._fused`)."""
         call = self._hypers.call
         check_shapes(call, tree, *rest, *(() if params is None else (params,)))
         leaves, treedef = jax.tree.flatten(tree)
         others = [flatten_like(call, treedef, r) for r in rest]
         values = self.per_leaf(len(leaves))
-        results = [fn(v, leaf, *(o[i] for o in others)) for i, (v, leaf) in enumerate(zip(values, leaves))]
+        if fused is not None:
+            results = fused(fn, values, leaves, others)
+        else:
+            results = [fn(v, leaf, *(o[i] for o in others)) for i, (v, leaf) in enumerate(zip(values, leaves))]
         if n_out is None:
             return treedef.unflatten(results)
         return tuple(treedef.unflatten([r[k] for r in results]) for k in range(n_out))

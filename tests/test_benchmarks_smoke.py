@@ -30,17 +30,34 @@ def test_step_time_tiny(tmp_path):
     cases = "sgd_momentum,adam,adamw,rmsprop,adagrad,clip+adamw(warmup_cos),clip+adamw(warmup_cos)+plateau,nadam,prodigy"
     out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--cases", cases,
                 "--json", str(js), "--md", str(md)])
-    assert "| case | fnopt ms | optax ms | roofline ms" in out.stdout
+    assert "| case | fnopt ms | optax ms | torch fused ms | torch foreach ms | XLA roofline ms | limit ms" in out.stdout
     data = json.loads(js.read_text())
     cases = {r["case"] for r in data["results"]}
     assert {"sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "clip+adamw(warmup_cos)",
             "clip+adamw(warmup_cos)+plateau"} <= cases
+    assert {r["tree"] for r in data["results"]} == {"tiny"}
+    assert data["meta"]["fused_kernel"]
     for r in data["results"]:
-        for impl in ("fnopt", "optax", "roofline"):
+        for impl in ("fnopt", "optax", "roofline", "copy"):
             assert r["impls"][impl]["ms"] > 0
+        for impl in ("fnopt", "optax"):
             assert r["impls"][impl]["compile_s"] > 0
         assert r["fnopt_over_optax"] > 0 and r["fnopt_over_roofline"] > 0
+        assert r["limit_ms"] > 0 and r["bandwidth_gbps"] > 0 and r["fnopt_over_limit"] > 0
+        assert r["fnopt_over_torch"] is None  # --no-torch
     assert "| clip+adamw(warmup_cos)+plateau |" in md.read_text()
+
+
+def test_step_time_tiny_many_leaves(tmp_path):
+    """--tree many at smoke-test size: the many-leaf layout (issue 15)."""
+    js = tmp_path / "step.json"
+    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--tree", "all", "--cases",
+                "adam,sgd_momentum", "--json", str(js)])
+    assert "### tiny_many: 60 leaves" in out.stdout and "### tiny: 4 leaves" in out.stdout
+    results = json.loads(js.read_text())["results"]
+    assert {(r["tree"], r["case"]) for r in results} == {
+        (t, c) for t in ("tiny", "tiny_many") for c in ("adam", "sgd_momentum")}
+    assert all(r["limit_ms"] > 0 and r["fnopt_over_limit"] > 0 for r in results)
 
 
 def test_memory_tiny(tmp_path):

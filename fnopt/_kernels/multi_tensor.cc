@@ -1,0 +1,221 @@
+// Fused multi-tensor optimizer state updates for XLA:CPU (fnopt issue 15).
+//
+// One call updates every leaf of a dtype group: the operands are a vector of
+// scalar coefficients (computed in JAX, so traced or scheduled
+// hyperparameters need no recompilation) followed by n gradients and the n
+// leaves of each state buffer; the results are the new state leaves (aliased
+// to the old ones by the caller). Each element is read and written once, in
+// the same arithmetic order as fnopt's XLA path.
+//
+// Built at first use by fnopt/_fused.py with
+//   g++ -O3 -march=native -fno-math-errno -shared -fPIC -std=c++17 -ffp-contract=fast -I<jax.ffi.include_dir()>
+// XLA:CPU compiles for the host and contracts a * b + c * d into a fused
+// multiply-add; building for the host with contraction on makes the kernel
+// round the same way (bit-for-bit equal on the tests' trees with g++ 12).
+// -fno-math-errno lets sqrt vectorize (it changes no result).
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// Only the state is written, in place: XLA hands the kernel the aliased
+// operand buffer as the result buffer (input_output_aliases). The update
+// direction is left to XLA, which fuses it with the learning rate and
+// `apply_updates` into the loop that writes the params: no update buffer is
+// materialized (a fresh temporary of the params' size would cost a page fault
+// per 4 KiB every step). Every loop reads and writes element i only, so
+// `ivdep` (no loop-carried dependence) holds and the loops vectorize.
+
+// Adam's moments (fnopt.scale_by_adam without amsgrad), c = (b1, 1 - b1, b2, 1 - b2):
+//   m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g g
+template <typename T>
+void AdamLeaf(const T* c, const T* g, T* m, T* v, size_t n) {
+  const T b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3];
+#pragma GCC ivdep
+  for (size_t i = 0; i < n; ++i) {
+    const T gi = g[i];
+    m[i] = b1 * m[i] + c1 * gi;
+    v[i] = b2 * v[i] + c2 * (gi * gi);
+  }
+}
+
+// Heavy-ball momentum's buffer (fnopt.scale_by_momentum), c = (momentum, take):
+//   b' = momentum b + take g.
+template <typename T>
+void MomentumLeaf(const T* c, const T* g, T* b, size_t n) {
+  const T mom = c[0], take = c[1];
+#pragma GCC ivdep
+  for (size_t i = 0; i < n; ++i) b[i] = mom * b[i] + take * g[i];
+}
+
+// The result buffer of an aliased state operand: the operand's own buffer
+// (XLA guarantees it); copied over first should it ever differ.
+template <typename T>
+T* InPlace(const ffi::AnyBuffer& in, ffi::AnyBuffer out) {
+  T* src = reinterpret_cast<T*>(in.untyped_data());
+  T* dst = reinterpret_cast<T*>(out.untyped_data());
+  if (src != dst) std::copy(src, src + in.element_count(), dst);
+  return dst;
+}
+
+// ------------------------------------------------------------- scheduling
+//
+// Every leaf is cut into jobs of at most kJob elements, and consecutive jobs
+// are grouped into blocks of about kBlock elements. The calling thread and up
+// to (pool threads - 1) helpers claim blocks from an atomic counter until none
+// is left; the caller then waits for the blocks the helpers claimed. A helper
+// that starts late finds nothing to claim and only touches the shared state it
+// co-owns, so nothing waits on a task the pool has not started.
+
+constexpr size_t kJob = size_t{1} << 16;
+constexpr size_t kBlock = size_t{1} << 17;
+constexpr size_t kParallelMin = size_t{1} << 18;  // below: one thread
+
+struct Job {
+  size_t leaf, begin, end;
+};
+
+template <typename Body>
+struct Shared {
+  Body body;
+  std::vector<Job> jobs;
+  std::vector<size_t> blocks;  // job index where each block starts, plus jobs.size()
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> done{0};
+
+  explicit Shared(Body b) : body(std::move(b)) {}
+
+  void Work() {
+    const size_t n_blocks = blocks.size() - 1;
+    for (size_t b = next.fetch_add(1); b < n_blocks; b = next.fetch_add(1)) {
+      for (size_t j = blocks[b]; j < blocks[b + 1]; ++j) body(jobs[j].leaf, jobs[j].begin, jobs[j].end);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+// body(leaf, begin, end) updates elements [begin, end) of leaf `leaf`.
+template <typename Body>
+void Run(ffi::ThreadPool& pool, const std::vector<size_t>& sizes, Body body) {
+  size_t total = 0;
+  for (size_t s : sizes) total += s;
+  int64_t threads = total >= kParallelMin ? pool.num_threads() : 0;
+  if (const char* cap = std::getenv("FNOPT_FUSED_THREADS")) threads = std::min<int64_t>(threads, std::atoll(cap));
+  if (threads <= 1) {
+    for (size_t i = 0; i < sizes.size(); ++i) body(i, 0, sizes[i]);
+    return;
+  }
+  auto shared = std::make_shared<Shared<Body>>(std::move(body));
+  size_t in_block = 0;
+  shared->blocks.push_back(0);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    for (size_t b = 0; b < sizes[i]; b += kJob) {
+      const size_t e = std::min(sizes[i], b + kJob);
+      shared->jobs.push_back({i, b, e});
+      in_block += e - b;
+      if (in_block >= kBlock) {
+        shared->blocks.push_back(shared->jobs.size());
+        in_block = 0;
+      }
+    }
+  }
+  if (shared->blocks.back() != shared->jobs.size()) shared->blocks.push_back(shared->jobs.size());
+  const size_t n_blocks = shared->blocks.size() - 1;
+  const int64_t helpers = std::min<int64_t>(threads - 1, static_cast<int64_t>(n_blocks) - 1);
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([shared] { shared->Work(); });
+  shared->Work();
+  while (shared->done.load(std::memory_order_acquire) < n_blocks) std::this_thread::yield();
+}
+
+template <typename T>
+T* Data(const ffi::AnyBuffer& b) {
+  return reinterpret_cast<T*>(b.untyped_data());
+}
+
+template <typename T>
+ffi::Error Adam(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  // args: coef, g[n], m[n], v[n]; rets: m[n], v[n] (aliased to the operands)
+  const size_t total = args.size();
+  if (total < 1 || (total - 1) % 3 != 0 || rets.size() != 2 * ((total - 1) / 3)) {
+    return ffi::Error::InvalidArgument("fnopt adam kernel: bad operand count");
+  }
+  const size_t n = (total - 1) / 3;
+  auto coef = args.get<ffi::AnyBuffer>(0);
+  if (!coef.has_value()) return coef.error();
+  std::array<T, 4> k;
+  std::copy(Data<const T>(*coef), Data<const T>(*coef) + 4, k.begin());
+  std::vector<std::array<T*, 3>> ptr(n);
+  std::vector<size_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto g = args.get<ffi::AnyBuffer>(1 + i);
+    auto m = args.get<ffi::AnyBuffer>(1 + n + i);
+    auto v = args.get<ffi::AnyBuffer>(1 + 2 * n + i);
+    auto mo = rets.get<ffi::AnyBuffer>(i);
+    auto vo = rets.get<ffi::AnyBuffer>(n + i);
+    if (!g.has_value() || !m.has_value() || !v.has_value() || !mo.has_value() || !vo.has_value()) {
+      return ffi::Error::InvalidArgument("fnopt adam kernel: bad buffer");
+    }
+    ptr[i] = {Data<T>(*g), InPlace<T>(*m, **mo), InPlace<T>(*v, **vo)};
+    sizes[i] = g->element_count();
+  }
+  Run(pool, sizes, [ptr = std::move(ptr), k](size_t i, size_t b, size_t e) {
+    const auto& p = ptr[i];
+    AdamLeaf<T>(k.data(), p[0] + b, p[1] + b, p[2] + b, e - b);
+  });
+  return ffi::Error::Success();
+}
+
+template <typename T>
+ffi::Error Momentum(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  // args: coef, g[n], b[n]; rets: b[n] (aliased to the operands)
+  const size_t total = args.size();
+  if (total < 1 || (total - 1) % 2 != 0 || rets.size() != (total - 1) / 2) {
+    return ffi::Error::InvalidArgument("fnopt momentum kernel: bad operand count");
+  }
+  const size_t n = (total - 1) / 2;
+  auto coef = args.get<ffi::AnyBuffer>(0);
+  if (!coef.has_value()) return coef.error();
+  std::array<T, 2> k{Data<const T>(*coef)[0], Data<const T>(*coef)[1]};
+  std::vector<std::array<T*, 2>> ptr(n);
+  std::vector<size_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto g = args.get<ffi::AnyBuffer>(1 + i);
+    auto b = args.get<ffi::AnyBuffer>(1 + n + i);
+    auto bo = rets.get<ffi::AnyBuffer>(i);
+    if (!g.has_value() || !b.has_value() || !bo.has_value()) {
+      return ffi::Error::InvalidArgument("fnopt momentum kernel: bad buffer");
+    }
+    ptr[i] = {Data<T>(*g), InPlace<T>(*b, **bo)};
+    sizes[i] = g->element_count();
+  }
+  Run(pool, sizes, [ptr = std::move(ptr), k](size_t i, size_t b, size_t e) {
+    const auto& p = ptr[i];
+    MomentumLeaf<T>(k.data(), p[0] + b, p[1] + b, e - b);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define FNOPT_HANDLER(NAME, FN)                                                    \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, FN,                                          \
+                                ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().RemainingArgs().RemainingRets());
+
+FNOPT_HANDLER(fnopt_adam_f32, Adam<float>)
+FNOPT_HANDLER(fnopt_adam_f64, Adam<double>)
+FNOPT_HANDLER(fnopt_momentum_f32, Momentum<float>)
+FNOPT_HANDLER(fnopt_momentum_f64, Momentum<double>)
