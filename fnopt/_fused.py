@@ -15,8 +15,13 @@ The kernel is built from C++ at first use, when a compiler exists, into a
 cache directory (``$FNOPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fnopt``, else
 ``~/.cache/fnopt``), keyed by a hash of the source, the jaxlib version, the
 compiler and its flags. Any failure leaves the XLA path in place (a debug log
-line says why). ``FNOPT_FUSED=0`` forces the XLA path; ``FNOPT_FUSED=1``
-requires the kernel (a build failure raises).
+line says why).
+
+Off by default: on the 2-core machine it was measured on (BENCHMARKS.md,
+issue 15) it cut the loops per step threefold but was not measurably faster
+than the XLA path, and it adds a first-use C++ build. ``FNOPT_FUSED=auto``
+uses it where it can be built, ``FNOPT_FUSED=1`` requires it (a build
+failure raises), unset or ``0`` keeps the XLA path.
 
 It is used only where it is exact: the CPU backend with a single device (a
 sharded state keeps XLA's path and its sharding), float32/float64 leaves
@@ -59,13 +64,13 @@ _loaded: dict[str, Any] = {"done": False, "lib": None, "error": "not built yet"}
 
 
 def _mode() -> str:
-    """``"off"`` (``FNOPT_FUSED=0``), ``"on"`` (``=1``) or ``"auto"``."""
+    """``"off"`` (unset, ``FNOPT_FUSED=0``), ``"on"`` (``=1``) or ``"auto"``."""
     value = os.environ.get("FNOPT_FUSED", "").strip().lower()
-    if value in ("0", "false", "off", "no"):
-        return "off"
     if value in ("1", "true", "on", "yes"):
         return "on"
-    return "auto"
+    if value == "auto":
+        return "auto"
+    return "off"
 
 
 def _cache_dir() -> pathlib.Path:
@@ -139,8 +144,8 @@ def _library() -> ctypes.CDLL | None:
 
 
 def enabled() -> bool:
-    """Whether updates traced now use the fused kernel: not switched off by
-    ``FNOPT_FUSED=0``, the CPU backend with one device, and the kernel built
+    """Whether updates traced now use the fused kernel: switched on by
+    ``FNOPT_FUSED=1`` or ``auto``, the CPU backend with one device, and the kernel built
     (with ``FNOPT_FUSED=1`` a failed build raises ``RuntimeError``)."""
     mode = _mode()
     if mode == "off" or jax.default_backend() != "cpu" or jax.device_count() != 1:

@@ -194,12 +194,14 @@ def test_empty_tree(monkeypatch):
 
 
 def test_kernel_absent(monkeypatch):
-    """No compiler: the default uses the XLA path silently, FNOPT_FUSED=1
-    raises, FNOPT_FUSED=0 never tries."""
+    """No compiler: the default (off) and `auto` use the XLA path silently,
+    FNOPT_FUSED=1 raises, FNOPT_FUSED=0 never tries."""
     monkeypatch.setattr(_fused, "_loaded", {"done": False, "lib": None, "error": "not built yet"})
     monkeypatch.setattr(_fused, "_compiler", lambda: None)
     monkeypatch.setenv("FNOPT_CACHE_DIR", "/nonexistent/fnopt-test")
     monkeypatch.delenv("FNOPT_FUSED", raising=False)
+    assert not _fused.enabled()
+    monkeypatch.setenv("FNOPT_FUSED", "auto")
     assert not _fused.enabled()
     assert "no C++ compiler" in _fused.status()
     tx = fnopt.adam(1e-2)
