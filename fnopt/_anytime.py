@@ -160,8 +160,10 @@ def warmup_stable_decay(
 
 
 def inverse_sqrt(peak_value: ArrayLike, warmup_steps: ArrayLike, timescale: ArrayLike | None = None) -> Schedule:
-    """Linear warmup to ``peak_value``, then ``peak * sqrt(timescale /
-    (step - warmup_steps + timescale))``: the "rsqrt" schedule of transformers.
+    """Linear warmup to ``peak_value``, then an inverse square-root decay.
+
+    After the warmup the value is ``peak * sqrt(timescale / (step -
+    warmup_steps + timescale))``: the "rsqrt" schedule of transformers.
 
     Equals Hugging Face transformers' ``get_inverse_sqrt_schedule(
     num_warmup_steps=warmup_steps, timescale=timescale)`` times
