@@ -94,7 +94,10 @@ def observe_stopping(state: EarlyStoppingState, value: Any, params: Any = None) 
 
 
 def _take(take: jax.Array, params: Any, best: Any) -> Any:
-    """``params`` (cast to the stored dtype) where ``take``, else ``best``."""
+    """``params`` (cast to the stored dtype) where ``take``, else ``best``.
+    Leaves ``init`` saw masked out (``optax.MaskedNode``: the other groups
+    of an ``optax.partition`` / ``masked``) stay masked, so ``report`` may
+    pass the full params to a state inside a group."""
     if best is None:
         return None
     if params is None:
@@ -102,24 +105,30 @@ def _take(take: jax.Array, params: Any, best: Any) -> Any:
             "`early_stopping(keep_best=True)` needs the params the metric was measured on: pass "
             "`params` to `update` along with `value=`, or `fnopt.report(opt_state, value, params=params)`"
         )
-    _check_like(best, params)
-    return jax.tree.map(lambda p, old: jnp.where(take, jnp.asarray(p, old.dtype), old), params, best)
-
-
-def _check_like(best: Any, params: Any) -> None:
-    """The params given must have the structure and shapes of those ``init`` saw."""
-    want, got = jax.tree.structure(best), jax.tree.structure(params)
-    if want != got:
+    kept, treedef = jax.tree_util.tree_flatten_with_path(best, is_leaf=_masked)
+    try:
+        given = treedef.flatten_up_to(params)
+    except (ValueError, TypeError):
         raise ValueError(
-            f"`early_stopping(keep_best=True)`: the params given have structure {got}, "
-            f"but `init` saw {want}"
-        )
-    for (path, old), new in zip(jax.tree_util.tree_flatten_with_path(best)[0], jax.tree.leaves(params)):
+            f"`early_stopping(keep_best=True)`: the params given have structure {jax.tree.structure(params)}, "
+            f"but `init` saw {jax.tree.structure(best)}"
+        ) from None
+    out = []
+    for (path, old), new in zip(kept, given):
+        if _masked(old):
+            out.append(old)
+            continue
         if jnp.shape(old) != jnp.shape(new):
             raise ValueError(
                 f"`early_stopping(keep_best=True)`: the params at {jax.tree_util.keystr(path) or 'the root'} "
                 f"have shape {jnp.shape(new)}, but `init` saw {jnp.shape(old)}"
             )
+        out.append(jnp.where(take, jnp.asarray(new, old.dtype), old))
+    return treedef.unflatten(out)
+
+
+def _masked(x: Any) -> bool:
+    return isinstance(x, optax.MaskedNode)
 
 
 def keeps_best(state: EarlyStoppingState) -> bool:

@@ -334,3 +334,41 @@ def test_an_unfed_plateau_shows_in_hyperparams():
     for _ in range(2):
         _, state = tx.update(jnp.ones(2), state, params, value=1.0)
     assert int(fnopt.hyperparams(state)["plateau_observations"]) == 2
+
+
+@pytest.mark.parametrize("wrap", ["masked", "partition_inside", "partition_empty_group"])
+def test_inside_a_group_report_takes_the_full_params(wrap):
+    """Inside optax.masked / partition the state keeps only its group's
+    params; report may still be given the full tree (the other leaves stay
+    masked out), and an empty group keeps nothing."""
+    params = {"w": jnp.zeros(2), "b": jnp.zeros(1)}
+    inner = fnopt.chain(fnopt.sgd(1.0), early_stopping(patience=1, keep_best=True))
+    if wrap == "masked":
+        tx = optax.masked(inner, {"w": True, "b": False})
+    elif wrap == "partition_inside":
+        tx = optax.partition({"x": inner, "y": optax.sgd(1.0)}, {"w": "x", "b": "y"})
+    else:
+        tx = optax.partition({"x": inner, "y": optax.sgd(1.0)}, {"w": "y", "b": "y"})
+    state = tx.init(params)
+    for e, loss in enumerate([2.0, 1.0, 1.5]):
+        state = fnopt.report(state, loss, params=jax.tree.map(lambda p: jnp.full_like(p, e), params))
+    assert bool(fnopt.should_stop(state))
+    best = fnopt.best_params(state)
+    if wrap == "partition_empty_group":
+        assert not jax.tree.leaves(best)
+    else:
+        np.testing.assert_array_equal(best["w"], [1.0, 1.0])
+        assert isinstance(best["b"], optax.MaskedNode)
+
+
+def test_empty_params_tree_and_none_leaves():
+    tx = fnopt.chain(fnopt.sgd(0.1), early_stopping(patience=0, keep_best=True))
+    state = tx.init({})
+    _, state = tx.update({}, state, {}, value=1.0)
+    state = fnopt.report(state, 2.0, params={})
+    assert fnopt.best_params(state) == {} and bool(fnopt.should_stop(state))
+    params = {"a": jnp.ones(2), "n": None}
+    state = tx.init(params)
+    state = fnopt.report(state, 1.0, params={"a": jnp.full(2, 3.0), "n": None})
+    np.testing.assert_array_equal(fnopt.best_params(state)["a"], [3.0, 3.0])
+    assert fnopt.best_params(state)["n"] is None

@@ -518,6 +518,8 @@ TRANSFORMS: dict[str, Spec] = {
             "mode": choice(("min", "max")),
             "baseline": Arg(st.one_of(st.none(), VALUES), no_none(BAD_NUMBER)),
             "window": int_count(1),
+            "start_from_epoch": int_count(0),
+            "keep_best": flag(),
         },
     ),
     "cooldown": Spec(
@@ -903,6 +905,7 @@ FLAGS = [
     ("adadelta", lambda v: fnopt.adadelta(maximize=v), "maximize"),
     ("rprop", lambda v: fnopt.rprop(maximize=v), "maximize"),
     ("average_params", lambda v: T.average_params(warmup=v), "warmup"),
+    ("early_stopping", lambda v: T.early_stopping(keep_best=v), "keep_best"),
 ]
 
 
