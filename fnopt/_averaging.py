@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._base import Hyper, check_hyper, check_shapes, map_records, next_count, resolve, zero_count
+from ._base import Hyper, check_hyper, check_shapes, is_masked_node, next_count, resolve, zero_count
 from ._chain import mark_observer
 from ._checks import as_float, check_choice, check_flag, check_nonnegative, concrete, is_traced
 from ._common import compute_dtype, storage_dtype
 from ._decay import ArrayLike, Schedule, as_step, cos_anneal, linear_anneal, phase_position
 from ._plateau import as_count, check_count
-from ._report import plain_state
+from ._report import records, unwrap_variables
 
 KINDS = ("ema", "swa")
 
@@ -262,8 +262,7 @@ def averaged_params(opt_state: Any, params: optax.Params | None = None) -> optax
         0.475
     """
     name = "averaged_params(opt_state, params)"
-    found: list[AverageParamsState] = []
-    map_records(plain_state(opt_state), AverageParamsState, lambda s: found.append(s) or s)
+    found = records(opt_state, AverageParamsState)
     if not found:
         raise ValueError(f"`{name}`: `opt_state` holds no `average_params` state")
     if params is None:
@@ -273,13 +272,13 @@ def averaged_params(opt_state: Any, params: optax.Params | None = None) -> optax
                 "merge them (each must average different leaves), or read `.average` of the one you want"
             )
         average = found[0].average
-        if any(isinstance(x, optax.MaskedNode) for x in jax.tree.leaves(average, is_leaf=_is_masked)):
+        if any(is_masked_node(x) for x in jax.tree.leaves(average, is_leaf=is_masked_node)):
             raise ValueError(
                 f"`{name}`: the average covers only some of the params (under `optax.partition` or "
                 "`masked`); pass `params` to get a full tree"
             )
         return average
-    leaves, treedef = jax.tree.flatten(plain_state(params))  # NNX variables -> their arrays
+    leaves, treedef = jax.tree.flatten(unwrap_variables(params))
     out: list[Any] = list(leaves)
     owner: list[int | None] = [None] * len(leaves)
     for k, state in enumerate(found):
@@ -288,7 +287,7 @@ def averaged_params(opt_state: Any, params: optax.Params | None = None) -> optax
         except (ValueError, TypeError) as err:
             raise ValueError(f"`{name}`: `params` differ in structure from the average: {err}") from None
         for i, (p, a) in enumerate(zip(leaves, averages)):
-            if a is None or isinstance(a, optax.MaskedNode) or not jax.tree.leaves(a):
+            if a is None or is_masked_node(a) or not jax.tree.leaves(a):
                 continue
             if owner[i] is not None:
                 raise ValueError(
@@ -302,10 +301,6 @@ def averaged_params(opt_state: Any, params: optax.Params | None = None) -> optax
             fresh = jnp.reshape(n == 0, jnp.shape(n) + (1,) * (jnp.ndim(p) - jnp.ndim(n)))
             out[i] = jnp.where(fresh, p, a.astype(jnp.result_type(p)))
     return treedef.unflatten(out)
-
-
-def _is_masked(x: Any) -> bool:
-    return isinstance(x, optax.MaskedNode)
 
 
 # ---------------------------------------------------------------- schedule

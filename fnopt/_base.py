@@ -36,6 +36,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ._checks import ArgumentTypeError, as_float, check_range, is_traced
 
@@ -379,6 +380,12 @@ def per_group(fn: Callable[[dict[str, jax.Array], Any], Any]) -> Callable[[dict[
         return cache[key][1]
 
     return get
+
+
+def is_masked_node(x: Any) -> bool:
+    """A leaf another group owns (``optax.masked`` / ``partition`` put an
+    ``optax.MaskedNode`` where a group's params are not)."""
+    return isinstance(x, optax.MaskedNode)
 
 
 def map_records(opt_state: Any, kind: type, fn: Callable[[Any], Any]) -> tuple[Any, int]:

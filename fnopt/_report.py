@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from ._base import map_records
+from ._checks import is_traced
 from ._cooldown import CooldownState, begin, observe_cooldown
 from ._plateau import ReduceOnPlateauState, as_metric, observe_plateau
 from ._stopping import EarlyStoppingState, keeps_best, observe_stopping
@@ -67,7 +68,7 @@ def plain_state(obj: Any) -> Any:
     """The optimizer state of ``obj`` with every NNX variable replaced by its
     array: what ``tx.init`` returned, whatever wrapped it."""
     state = _opt_state(obj)
-    return _unwrap(state) if _variables(state) else state
+    return unwrap_variables(state) if _variables(state) else state
 
 
 def report(opt_state: Any, value: Any, *, axis_name: str | None = None, params: Any = None) -> Any:
@@ -154,11 +155,11 @@ def _observed_params(opt_state: Any, params: Any) -> Any:
         if isinstance(params, nnx.Module):
             wrt = opt_state.wrt if _is_nnx_optimizer(opt_state) else nnx.Param
             params = nnx.state(params, wrt)
-        return _unwrap(params)
+        return unwrap_variables(params)
     return params
 
 
-def _unwrap(tree: Any) -> Any:
+def unwrap_variables(tree: Any) -> Any:
     """``tree`` with every NNX variable replaced by its array."""
     variable = _variable_type()
     if variable is None:
@@ -245,26 +246,33 @@ def should_stop(opt_state: Any) -> jax.Array:
         >>> bool(fnopt.should_stop(fnopt.report(state, jnp.nan)))
         True
     """
-    flags: list[jax.Array] = []
-    unfed: list[bool] = []
-
-    def collect(state: EarlyStoppingState) -> EarlyStoppingState:
-        flags.append(jnp.asarray(state.stopped))
-        counts = (state.count, state.observations, state.value_count)
-        if not any(isinstance(c, jax.core.Tracer) for c in counts):
-            unfed.append(bool(jnp.all((state.count > 0) & (state.observations == 0) & (state.value_count == 0))))
-        return state
-
-    map_records(plain_state(opt_state), EarlyStoppingState, collect)
-    if not flags:
+    states = records(opt_state, EarlyStoppingState)
+    if not states:
         raise ValueError("`should_stop(opt_state)`: `opt_state` holds no `early_stopping` state")
-    if any(unfed):
+    if any(_never_fed(s) for s in states):
         warnings.warn(
             "`should_stop(opt_state)`: an `early_stopping` has applied updates but never received a metric, so "
             "it can never stop; pass `value=loss` to `update` or call `fnopt.report(opt_state, metric)`",
             stacklevel=2,
         )
-    return functools.reduce(jnp.logical_or, flags)
+    return functools.reduce(jnp.logical_or, [jnp.asarray(s.stopped) for s in states])
+
+
+def _never_fed(state: EarlyStoppingState) -> bool:
+    """Whether a concrete state has applied updates without any metric (a
+    traced one cannot be told here)."""
+    counts = (state.count, state.observations, state.value_count)
+    if any(is_traced(c) for c in counts):
+        return False
+    return bool(jnp.all((state.count > 0) & (state.observations == 0) & (state.value_count == 0)))
+
+
+def records(opt_state: Any, kind: type) -> list[Any]:
+    """Every state of type ``kind`` inside ``opt_state`` (at any depth of
+    chains and wrappers; NNX optimizers and Linen train states included)."""
+    found: list[Any] = []
+    map_records(plain_state(opt_state), kind, lambda s: found.append(s) or s)
+    return found
 
 
 def best_params(opt_state: Any) -> Any:
@@ -295,8 +303,7 @@ def best_params(opt_state: Any) -> Any:
         >>> fnopt.best_params(state), bool(fnopt.should_stop(state))
         (Array([2., 2.], dtype=float32), True)
     """
-    found: list[EarlyStoppingState] = []
-    map_records(plain_state(opt_state), EarlyStoppingState, lambda s: found.append(s) or s)
+    found = records(opt_state, EarlyStoppingState)
     keeping = [s for s in found if keeps_best(s)]
     if len(keeping) != 1:
         what = "more than one" if keeping else "no"

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, is_group_tree, map_records, next_count, per_group, zero_count
+from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, is_group_tree, next_count, per_group, zero_count
 from ._checks import as_float, check_range, check_scalar, float_dtype, is_traced
 from ._common import RULES, storage_dtype, compute_dtype, fill_like, is_zero, may_be_zero, require_params, safe_divide
 from ._compose import warmup
 from ._elementwise import add_decayed_weights, add_weight_decay, check_mask, scale_by_learning_rate
-from ._report import plain_state
+from ._report import records
 from ._chain import friendly
 
 LOCAL_RULES: dict[str, dict[str, Any]] = {
@@ -222,8 +222,7 @@ def schedule_free_eval_params(opt_state: Any, params: optax.Params) -> optax.Par
         >>> fnopt.schedule_free_eval_params(state, params).tolist()
         [0.5, 1.0]
     """
-    found: list[ScheduleFreeState] = []
-    map_records(plain_state(opt_state), ScheduleFreeState, lambda s: found.append(s) or s)
+    found = records(opt_state, ScheduleFreeState)
     if len(found) != 1:
         raise ValueError(
             "`schedule_free_eval_params(opt_state, params)`: `opt_state` must hold exactly one "

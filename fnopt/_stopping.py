@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from ._chain import mark_stopping
-from ._base import Hyper, check_hyper, next_count, resolve, zero_count
+from ._base import Hyper, check_hyper, is_masked_node, next_count, resolve, zero_count
 from ._checks import check_choice, check_flag, concrete, float_dtype
 from ._plateau import as_count, as_metric, check_count, feed_window, sign_of
 
@@ -105,7 +105,7 @@ def _take(take: jax.Array, params: Any, best: Any) -> Any:
             "`early_stopping(keep_best=True)` needs the params the metric was measured on: pass "
             "`params` to `update` along with `value=`, or `fnopt.report(opt_state, value, params=params)`"
         )
-    kept, treedef = jax.tree_util.tree_flatten_with_path(best, is_leaf=_masked)
+    kept, treedef = jax.tree_util.tree_flatten_with_path(best, is_leaf=is_masked_node)
     try:
         given = treedef.flatten_up_to(params)
     except (ValueError, TypeError):
@@ -115,7 +115,7 @@ def _take(take: jax.Array, params: Any, best: Any) -> Any:
         ) from None
     out = []
     for (path, old), new in zip(kept, given):
-        if _masked(old):
+        if is_masked_node(old):
             out.append(old)
             continue
         if jnp.shape(old) != jnp.shape(new):
@@ -125,10 +125,6 @@ def _take(take: jax.Array, params: Any, best: Any) -> Any:
             )
         out.append(jnp.where(take, jnp.asarray(new, old.dtype), old))
     return treedef.unflatten(out)
-
-
-def _masked(x: Any) -> bool:
-    return isinstance(x, optax.MaskedNode)
 
 
 def keeps_best(state: EarlyStoppingState) -> bool:
