@@ -382,6 +382,30 @@ def per_group(fn: Callable[[dict[str, jax.Array], Any], Any]) -> Callable[[dict[
     return get
 
 
+def leaf_groups(tree: Any, *hypers: "Hypers", names: tuple[str, ...] | None = None) -> tuple[list[int], int]:
+    """For each leaf of ``tree``, the index of its group, and the number of
+    groups: the distinct combinations of the groups of the grouped
+    hyperparameters of ``hypers`` (only those in ``names``, when given),
+    numbered in order of first occurrence. The leaves of a group share
+    every value of those hyperparameters, so a per-step scalar that depends
+    on nothing else (NAdam's momentum product, schedule-free's averaging
+    weights) is kept once per group instead of once per leaf."""
+    layouts = [
+        layout for hp in hypers for name, layout in hp.layout(tree).items() if names is None or name in names
+    ]
+    index: dict[tuple, int] = {}
+    n = len(jax.tree.leaves(tree))
+    return [index.setdefault(tuple(layout[i] for layout in layouts), len(index)) for i in range(n)], len(index)
+
+
+def first_of_groups(groups: list[int], n_groups: int, per_leaf: list[Any]) -> list[Any]:
+    """The entry of ``per_leaf`` of the first leaf of each group."""
+    first: dict[int, Any] = {}
+    for k, v in zip(groups, per_leaf):
+        first.setdefault(k, v)
+    return [first[k] for k in range(n_groups)]
+
+
 def is_masked_node(x: Any) -> bool:
     """A leaf another group owns (``optax.masked`` / ``partition`` put an
     ``optax.MaskedNode`` where a group's params are not)."""

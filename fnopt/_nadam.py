@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Hyper, Hypers, next_count, per_group, zero_count
+from ._base import Hyper, Hypers, first_of_groups, leaf_groups, next_count, per_group, zero_count
 from ._checks import as_float, check_flag, float_dtype
 from ._common import (
     RULES,
@@ -65,15 +65,8 @@ class ScaleByNadamState(NamedTuple):
     hyperparams: dict[str, jax.Array]
 
 
-def _momentum_groups(hp: Hypers, tree: Any) -> tuple[list[int], int]:
-    """For each leaf of ``tree``, the index of its group of ``b1`` and
-    ``momentum_decay`` (numbered in order of first occurrence), and the
-    number of groups: the leaves that share a momentum product."""
-    layout = hp.layout(tree)
-    n = len(jax.tree.leaves(tree))
-    keys = [tuple(layout[name][i] if name in layout else 0 for name in ("b1", "momentum_decay")) for i in range(n)]
-    index: dict[tuple, int] = {}
-    return [index.setdefault(k, len(index)) for k in keys], len(index)
+# The hyperparameters NAdam's momentum product depends on.
+_MOMENTUM = ("b1", "momentum_decay")
 
 
 def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
@@ -83,7 +76,7 @@ def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
     zero_denominator = may_be_zero(eps)
 
     def init(params):
-        products = tuple(jnp.ones([], float_dtype()) for _ in range(_momentum_groups(hp, params)[1]))
+        products = tuple(jnp.ones([], float_dtype()) for _ in range(leaf_groups(params, hp, names=_MOMENTUM)[1]))
         return ScaleByNadamState(
             zero_count(),
             moment_like(params, mu_dtype),
@@ -111,25 +104,22 @@ def _nadam(call, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype):
 
         # One product mu_1 ... mu_t per momentum group, updated once per step
         # (its leaves share it); `h.map` visits the leaves in flattening order.
-        groups, n_groups = _momentum_groups(hp, updates)
+        groups, n_groups = leaf_groups(updates, hp, names=_MOMENTUM)
         old = tuple(state.mu_product)
         if len(old) != n_groups:
             raise ValueError(
                 f"`{call}.update`: the state holds {len(old)} momentum products but the updates make "
                 f"{n_groups} groups of b1 and momentum_decay; use the state `init` made for these params"
             )
-        values = h.per_leaf(len(groups))
-        first = {}
-        for i, k in enumerate(groups):
-            first.setdefault(k, values[i])
-        new = tuple(old[k] * momentum(first[k], None)[0] for k in range(n_groups))
-        leaf_groups = iter(groups)
+        firsts = first_of_groups(groups, n_groups, h.per_leaf(len(groups)))
+        new = tuple(product * momentum(v, None)[0] for product, v in zip(old, firsts))
+        group_of_leaf = iter(groups)
 
         def leaf(v, g, m, n):
             cd = compute_dtype(g)
             rd = real_dtype(cd)
             mu, mu_next = momentum(v, None)
-            product = new[next(leaf_groups)]
+            product = new[next(group_of_leaf)]
             take_g = ((1 - mu) / (1 - product)).astype(cd)
             take_m = (mu_next / (1 - product * mu_next)).astype(cd)
             b1, c1 = coef(v, cd)[:2]  # complex for complex params

@@ -11,7 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._base import Hyper, Hypers, check_shapes, distinct, flatten_like, is_group_tree, next_count, per_group, zero_count
+from ._base import (
+    Hyper,
+    Hypers,
+    check_shapes,
+    distinct,
+    first_of_groups,
+    flatten_like,
+    is_group_tree,
+    leaf_groups,
+    next_count,
+    per_group,
+    zero_count,
+)
 from ._checks import as_float, check_range, check_scalar, float_dtype, is_traced
 from ._common import RULES, storage_dtype, compute_dtype, fill_like, is_zero, may_be_zero, require_params, safe_divide
 from ._compose import warmup
@@ -114,24 +126,6 @@ def _state_dtype(call: str, dtype: Any) -> Any:
     return storage_dtype(call, dtype, "state_dtype", complex_ok=True)
 
 
-def _averaging_groups(hp: Hypers, lr_hp: Hypers, tree: Any) -> tuple[list[int], int]:
-    """For each leaf of ``tree``, the index of its averaging group (the
-    distinct combinations of the groups of every grouped hyperparameter,
-    numbered in order of first occurrence), and the number of groups."""
-    layouts = [*hp.layout(tree).values(), *lr_hp.layout(tree).values()]
-    n = len(jax.tree.leaves(tree))
-    index: dict[tuple, int] = {}
-    return [index.setdefault(tuple(layout[i] for layout in layouts), len(index)) for i in range(n)], len(index)
-
-
-def _firsts(groups: list[int], n_groups: int, per_leaf: list[Any]) -> list[Any]:
-    """The entry of ``per_leaf`` of the first leaf of each group."""
-    first: dict[int, Any] = {}
-    for k, v in zip(groups, per_leaf):
-        first.setdefault(k, v)
-    return [first[k] for k in range(n_groups)]
-
-
 def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
     rules = _rules()
     hp = Hypers(call, rules, b1=b1, weight_lr_power=weight_lr_power, r=r)
@@ -140,9 +134,9 @@ def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
 
     def init(params):
         start = hp.at(zero_count(), params)
-        groups, n_groups = _averaging_groups(hp, lr_hp, params)
+        groups, n_groups = leaf_groups(params, hp, lr_hp)
         z = jax.tree.map(lambda p: jnp.array(p, dtype=state_dtype or p.dtype, copy=True), params)
-        b1s = tuple(v["b1"] for v in _firsts(groups, n_groups, start.per_leaf(len(groups))))
+        b1s = tuple(v["b1"] for v in first_of_groups(groups, n_groups, start.per_leaf(len(groups))))
         zeros = tuple(jnp.zeros([], float_dtype()) for _ in range(n_groups))
         group = jnp.asarray(groups, dtype=jnp.int32).reshape(len(groups))
         return distinct(ScheduleFreeState(zero_count(), z, b1s, zeros, zeros, group, start.record))
@@ -155,7 +149,7 @@ def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
         lr_next = lr_hp.at(next_count(state.count), updates)
         leaves, treedef = jax.tree.flatten(updates)
         n = len(leaves)
-        groups, n_groups = _averaging_groups(hp, lr_hp, updates)
+        groups, n_groups = leaf_groups(updates, hp, lr_hp)
         if not len(state.b1) == len(state.max_lr) == len(state.weight_sum) == n_groups:
             raise ValueError(
                 f"`{call}.update`: the state holds {len(state.b1)} averaging groups but the updates make "
@@ -172,8 +166,8 @@ def _schedule_free(call, learning_rate, b1, weight_lr_power, r, state_dtype):
             c = jnp.where(jnp.isnan(w) | jnp.isnan(total), jnp.nan, jnp.nan_to_num(w / total, nan=0.0, posinf=jnp.inf))
             return c, max_lr, total
 
-        values = _firsts(groups, n_groups, h.per_leaf(n))
-        lr_values = _firsts(groups, n_groups, lr_next.per_leaf(n))
+        values = first_of_groups(groups, n_groups, h.per_leaf(n))
+        lr_values = first_of_groups(groups, n_groups, lr_next.per_leaf(n))
         steps = [group_step(*args) for args in zip(values, lr_values, state.max_lr, state.weight_sum)]
 
         def leaf(k, u, z, y):
