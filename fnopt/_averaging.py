@@ -278,7 +278,8 @@ def averaged_params(opt_state: Any, params: optax.Params | None = None) -> optax
                 "`masked`); pass `params` to get a full tree"
             )
         return average
-    leaves, treedef = jax.tree.flatten(unwrap_variables(params))
+    # None leaves count as leaves: a group that partition masked out may hold a MaskedNode there
+    leaves, treedef = jax.tree.flatten(unwrap_variables(params), is_leaf=lambda x: x is None)
     out: list[Any] = list(leaves)
     owner: list[int | None] = [None] * len(leaves)
     for k, state in enumerate(found):

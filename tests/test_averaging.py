@@ -517,3 +517,26 @@ def test_dtypes_follow_the_params_and_x64():
     assert state.hyperparams["decay"].dtype == jnp.dtype(FLOAT)
     assert state.n_averaged.dtype == jnp.int32
     assert S.swa(0.1, 0.05)(3).dtype == jnp.dtype(FLOAT)
+
+
+def test_empty_tree_none_leaf_and_an_empty_group():
+    """Nothing to average is not an error: an empty params tree, a None
+    leaf (kept None), a partition group with no params."""
+    tx = fnopt.chain(fnopt.sgd(1.0), T.average_params("swa"))
+    state = tx.init({})
+    updates, state = jax.jit(tx.update)({}, state, {})
+    assert updates == {} and fnopt.averaged_params(state) == {} and int(state[-1].n_averaged) == 1
+
+    params = {"w": jnp.zeros(2), "n": None}
+    state = tx.init(params)
+    for g in (1.0, 3.0):  # params -1, then -4
+        updates, state = tx.update({"w": jnp.full(2, g), "n": None}, state, params)
+        params = optax.apply_updates(params, updates)
+    averaged = fnopt.averaged_params(state, params)
+    assert averaged["n"] is None
+    np.testing.assert_allclose(np.asarray(averaged["w"]), [-2.5, -2.5])  # mean of -1 and -4
+
+    empty_group = optax.partition({"avg": tx, "rest": optax.sgd(1.0)}, {"w": "rest", "n": "rest"})
+    state = empty_group.init({"w": jnp.zeros(2), "n": None})
+    _, state = empty_group.update({"w": jnp.ones(2), "n": None}, state, {"w": jnp.zeros(2), "n": None})
+    np.testing.assert_array_equal(fnopt.averaged_params(state, {"w": jnp.ones(2), "n": None})["w"], [1.0, 1.0])

@@ -341,14 +341,14 @@ def test_inside_a_group_report_takes_the_full_params(wrap):
     """Inside optax.masked / partition the state keeps only its group's
     params; report may still be given the full tree (the other leaves stay
     masked out), and an empty group keeps nothing."""
-    params = {"w": jnp.zeros(2), "b": jnp.zeros(1)}
+    params = {"w": jnp.zeros(2), "b": jnp.zeros(1), "n": None}
     inner = fnopt.chain(fnopt.sgd(1.0), early_stopping(patience=1, keep_best=True))
     if wrap == "masked":
-        tx = optax.masked(inner, {"w": True, "b": False})
+        tx = optax.masked(inner, {"w": True, "b": False, "n": False})
     elif wrap == "partition_inside":
-        tx = optax.partition({"x": inner, "y": optax.sgd(1.0)}, {"w": "x", "b": "y"})
+        tx = optax.partition({"x": inner, "y": optax.sgd(1.0)}, {"w": "x", "b": "y", "n": "y"})
     else:
-        tx = optax.partition({"x": inner, "y": optax.sgd(1.0)}, {"w": "y", "b": "y"})
+        tx = optax.partition({"x": inner, "y": optax.sgd(1.0)}, {"w": "y", "b": "y", "n": "y"})
     state = tx.init(params)
     for e, loss in enumerate([2.0, 1.0, 1.5]):
         state = fnopt.report(state, loss, params=jax.tree.map(lambda p: jnp.full_like(p, e), params))
