@@ -197,6 +197,33 @@ def make_step(tx, with_value: bool):
     return step
 
 
+def make_whole_step(tx, with_value: bool):
+    """``fnopt.apply_gradients``: the whole step, the fused kernel's route for
+    the params too where the alias has one (issue 15)."""
+    def step(params, state, grads, value):
+        extra = {"value": value} if with_value else {}
+        return fnopt.apply_gradients(tx, grads, state, params, **extra)
+    return step
+
+
+def has_whole_step(tx) -> bool:
+    """Whether ``fnopt.apply_gradients(tx, ...)`` takes the whole-step kernel now."""
+    from fnopt import _fused, _step
+
+    return _step._route_of(tx) is not None and _fused.enabled(whole_step=True)
+
+
+def looped(step, k: int):
+    """``step`` run ``k`` times in a ``lax.fori_loop`` inside one call (a
+    jit-compiled training loop): no per-call dispatch between the steps."""
+    if k <= 1:
+        return step
+
+    def run(params, state, grads, value):
+        return jax.lax.fori_loop(0, k, lambda i, c: step(c[0], c[1], grads, value), (params, state))
+    return run
+
+
 def roofline_step(params, state, grads, value):
     """Reads params, grads and k state buffers; writes params and k state buffers."""
     del value
@@ -218,12 +245,14 @@ def hlo_stats(compiled) -> dict[str, int]:
         "entry_fusions": fusions,
         "fused_computations": len(re.findall(r"^%?fused_computation|^fused_computation|\nfused_", text)),
         "reduces": len(re.findall(r"\breduce\(", text)),
+        "all_fusions": len(re.findall(r"\sfusion\(", text)),
     }
 
 
 class JaxRunner:
-    def __init__(self, step, params, state, grads, value, compiled=None):
-        self.grads, self.value = grads, value
+    def __init__(self, step, params, state, grads, value, compiled=None, loop=1):
+        self.grads, self.value, self.loop = grads, value, loop
+        step = looped(step, loop)
         if compiled is None:
             jitted = jax.jit(step, donate_argnums=(0, 1))
             t0 = time.perf_counter()
@@ -245,7 +274,7 @@ class JaxRunner:
         t0 = time.perf_counter()
         self.params, self.state = self.compiled(self.params, self.state, self.grads, self.value)
         jax.block_until_ready((self.params, self.state))
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) / self.loop
 
     def close(self):
         del self.params, self.state, self.compiled
@@ -317,11 +346,19 @@ class BandwidthRunner:
     a plain copy kernel over the bytes a minimal single-pass step moves. Its
     time is the physical limit of that step on this machine, in this run."""
 
-    def __init__(self, nbytes: int):
+    def __init__(self, nbytes: int, loop: int = 1, kernel: bool = False):
         self.nbytes = 8 * max(1, nbytes // 8)
+        self.loop = loop
         x = jnp.zeros(self.nbytes // 8, jnp.float32)
         t0 = time.perf_counter()
-        self.compiled = jax.jit(jnp.negative, donate_argnums=0).lower(x).compile()
+        if kernel:  # fnopt's kernel: the same negation split between all threads
+            from fnopt import _fused
+
+            one = _fused.negate
+        else:
+            one = jnp.negative
+        negate = one if loop <= 1 else (lambda y: jax.lax.fori_loop(0, loop, lambda i, z: one(z), y))
+        self.compiled = jax.jit(negate, donate_argnums=0).lower(x).compile()
         self.compile_s = time.perf_counter() - t0
         self.hlo = {}
         self.x = x
@@ -332,13 +369,13 @@ class BandwidthRunner:
         t0 = time.perf_counter()
         self.x = self.compiled(self.x)
         jax.block_until_ready(self.x)
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) / self.loop
 
     def close(self):
         del self.x, self.compiled
 
 
-def compile_times(makers: dict[str, Callable[[], tuple]], reps: int) -> tuple[dict[str, float], dict[str, Any]]:
+def compile_times(makers: dict[str, Callable[[], tuple]], reps: int, loop: int = 1) -> tuple[dict[str, float], dict[str, Any]]:
     """Median ``jit(step).lower(*args).compile()`` seconds (tracing included)
     for each ``maker() -> (step, args)``, compiled ``reps`` times round-robin
     with the order alternating, so neither side always pays the first, colder
@@ -350,12 +387,12 @@ def compile_times(makers: dict[str, Callable[[], tuple]], reps: int) -> tuple[di
         for n in names if r % 2 == 0 else names[::-1]:
             step, args = makers[n]()
             t0 = time.perf_counter()
-            compiled[n] = jax.jit(step, donate_argnums=(0, 1)).lower(*args).compile()
+            compiled[n] = jax.jit(looped(step, loop), donate_argnums=(0, 1)).lower(*args).compile()
             times[n].append(time.perf_counter() - t0)
     return {n: statistics.median(v) for n, v in times.items()}, compiled
 
 
-def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3):
+def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3, loop=1):
     fn_make, ox_make, k, with_value, tspec = CASES[case]
     params0 = make_tree(shapes, seed)
     grads = make_tree(shapes, seed + 1)
@@ -366,24 +403,33 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3)
     def fresh_params():
         return jax.tree.map(jnp.copy, params0)
 
-    def maker(make):
+    def maker(make, stepper=make_step):
         def build():
             tx = make()
-            return make_step(tx, with_value), (params0, tx.init(params0), grads, value)
+            return stepper(tx, with_value), (params0, tx.init(params0), grads, value)
         return build
 
-    compile_s, compiled = compile_times({"fnopt": maker(fn_make), "optax": maker(ox_make)}, compile_reps)
-    runners: dict[str, Any] = {}
     fn_tx, ox_tx = fn_make(), ox_make()
+    makers = {"fnopt": maker(fn_make), "optax": maker(ox_make)}
+    if has_whole_step(fn_tx):  # fnopt.apply_gradients takes the whole-step kernel
+        makers["fnopt_step"] = maker(fn_make, make_whole_step)
+    compile_s, compiled = compile_times(makers, compile_reps, loop)
+    runners: dict[str, Any] = {}
     p = fresh_params()
-    runners["fnopt"] = JaxRunner(make_step(fn_tx, with_value), p, fn_tx.init(p), grads, value, compiled["fnopt"])
+    runners["fnopt"] = JaxRunner(make_step(fn_tx, with_value), p, fn_tx.init(p), grads, value, compiled["fnopt"], loop)
+    if "fnopt_step" in compiled:
+        p = fresh_params()
+        runners["fnopt_step"] = JaxRunner(make_whole_step(fn_tx, with_value), p, fn_tx.init(p), grads, value,
+                                          compiled["fnopt_step"], loop)
     p = fresh_params()
-    runners["optax"] = JaxRunner(make_step(ox_tx, with_value), p, ox_tx.init(p), grads, value, compiled["optax"])
+    runners["optax"] = JaxRunner(make_step(ox_tx, with_value), p, ox_tx.init(p), grads, value, compiled["optax"], loop)
     del compiled
     p = fresh_params()
     roof_state = tuple(jax.tree.map(jnp.zeros_like, p) for _ in range(k))
-    runners["roofline"] = JaxRunner(roofline_step, p, roof_state, grads, value)
-    runners["copy"] = BandwidthRunner(traffic)
+    runners["roofline"] = JaxRunner(roofline_step, p, roof_state, grads, value, loop=loop)
+    runners["copy"] = BandwidthRunner(traffic, loop)
+    if fused_on():
+        runners["copy_threads"] = BandwidthRunner(traffic, loop, kernel=True)
     del params0
     if use_torch:
         for impl in ("foreach", "fused"):
@@ -397,7 +443,7 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3)
         for n in order:
             times[n].append(runners[n].run())
     out = {"tree": tree_name, "case": case, "state_buffers": k, "param_bytes": nbytes, "traffic_bytes": traffic,
-           "reps": reps, "impls": {}}
+           "reps": reps, "loop": loop, "impls": {}}
     for n, r_ in runners.items():
         med = statistics.median(times[n])
         if n in compile_s:
@@ -411,8 +457,12 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3)
         }
         r_.close()
     ms = {n: v["ms"] for n, v in out["impls"].items()}
-    out["bandwidth_gbps"] = traffic / (ms["copy"] / 1e3) / 1e9
-    out["limit_ms"] = ms["copy"]  # traffic / bandwidth: the same bytes, one pass
+    # the faster of the two copy kernels: XLA's (one thread) and, with the fused
+    # kernel built, fnopt's (all threads)
+    copy_ms = min(ms["copy"], ms.get("copy_threads", float("inf")))
+    out["xla_copy_gbps"] = traffic / (ms["copy"] / 1e3) / 1e9
+    out["bandwidth_gbps"] = traffic / (copy_ms / 1e3) / 1e9
+    out["limit_ms"] = copy_ms  # traffic / bandwidth: the same bytes, one pass
     out["fnopt_over_optax"] = ms["fnopt"] / ms["optax"]
     out["fnopt_over_roofline"] = ms["fnopt"] / ms["roofline"]
     out["optax_over_roofline"] = ms["optax"] / ms["roofline"]
@@ -421,7 +471,21 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3)
     torch_ms = ms.get("torch_fused", ms.get("torch_foreach"))
     out["torch_ref"] = "torch_fused" if "torch_fused" in ms else ("torch_foreach" if torch_ms else None)
     out["fnopt_over_torch"] = ms["fnopt"] / torch_ms if torch_ms else None
+    step_ms = ms.get("fnopt_step")
+    out["step_over_optax"] = step_ms / ms["optax"] if step_ms else None
+    out["step_over_limit"] = step_ms / out["limit_ms"] if step_ms else None
+    out["step_over_torch"] = step_ms / torch_ms if step_ms and torch_ms else None
     return out
+
+
+def fused_on() -> bool:
+    """Whether fnopt's kernel library is built here (for the threaded copy
+    probe, whatever FNOPT_FUSED says about the optimizers)."""
+    try:
+        from fnopt import _fused
+    except ImportError:
+        return False
+    return jax.default_backend() == "cpu" and jax.device_count() == 1 and _fused._library() is not None
 
 
 def fused_status() -> str:
@@ -443,25 +507,35 @@ def markdown(results) -> str:
         rs = [r for r in results if r["tree"] == tree]
         r0 = rs[0]
         leaves = r0["leaves"]
+        loop = r0.get("loop", 1)
+        where = f"{loop} steps per call in a lax.fori_loop, per-step times" if loop > 1 else "one step per call"
         lines.append(f"### {tree}: {leaves} leaves, {r0['param_bytes'] / 4 / 1e6:.2f}M float32 params, "
-                     f"{r0['reps']} reps (medians)\n")
-        lines.append("| case | fnopt ms | optax ms | torch fused ms | torch foreach ms | XLA roofline ms | limit ms "
-                     "| bandwidth GB/s | fnopt/optax | fnopt/torch | fnopt/limit | optax/limit "
-                     "| compile fnopt s | compile optax s | fusions fnopt/optax |")
-        lines.append("|" + "---|" * 15)
+                     f"{r0['reps']} reps (medians), {where}\n")
+        lines.append("| case | fnopt ms | fnopt apply_gradients ms | optax ms | torch fused ms | torch foreach ms "
+                     "| XLA roofline ms | limit ms | bandwidth GB/s | fnopt/optax | step/optax | fnopt/torch "
+                     "| step/torch | fnopt/limit | step/limit | optax/limit "
+                     "| compile fnopt s | compile step s | compile optax s | fusions fnopt/optax |")
+        lines.append("|" + "---|" * 20)
         for r in rs:
             im = r["impls"]
             g = lambda n, key: im[n][key] if n in im else None  # noqa: E731
-            fus = f"{im['fnopt']['hlo'].get('entry_fusions', '-')}/{im['optax']['hlo'].get('entry_fusions', '-')}"
+            key = "all_fusions" if loop > 1 else "entry_fusions"  # a loop's fusions are in its body
+            fus = f"{im['fnopt']['hlo'].get(key, '-')}/{im['optax']['hlo'].get(key, '-')}"
             lines.append(
-                f"| {r['case']} | {fmt(g('fnopt', 'ms'))} | {fmt(g('optax', 'ms'))} "
+                f"| {r['case']} | {fmt(g('fnopt', 'ms'))} | {fmt(g('fnopt_step', 'ms'))} | {fmt(g('optax', 'ms'))} "
                 f"| {fmt(g('torch_fused', 'ms'))} | {fmt(g('torch_foreach', 'ms'))} | {fmt(g('roofline', 'ms'))} "
                 f"| {fmt(r['limit_ms'])} | {fmt(r['bandwidth_gbps'], '.1f')} | {r['fnopt_over_optax']:.2f} "
-                f"| {fmt(r['fnopt_over_torch'])} | {r['fnopt_over_limit']:.2f} | {r['optax_over_limit']:.2f} "
-                f"| {fmt(g('fnopt', 'compile_s'))} | {fmt(g('optax', 'compile_s'))} | {fus} |")
+                f"| {fmt(r.get('step_over_optax'))} | {fmt(r['fnopt_over_torch'])} | {fmt(r.get('step_over_torch'))} "
+                f"| {r['fnopt_over_limit']:.2f} | {fmt(r.get('step_over_limit'))} | {r['optax_over_limit']:.2f} "
+                f"| {fmt(g('fnopt', 'compile_s'))} | {fmt(g('fnopt_step', 'compile_s'))} "
+                f"| {fmt(g('optax', 'compile_s'))} | {fus} |")
         lines.append("")
+    lines.append("fnopt: `tx.update` + `optax.apply_updates`; fnopt apply_gradients: `fnopt.apply_gradients` "
+                 "(the fused kernel's whole step; only where it applies, with FNOPT_FUSED=auto/1); "
+                 "step/...: its ratios. ")
     lines.append("limit: the minimal single-pass bytes (params + grads + k state read, params + k state written) "
-                 "at the bandwidth of a plain copy kernel over as many bytes, measured in the same run; "
+                 "at the bandwidth of a plain copy kernel over as many bytes, measured in the same run (the faster "
+                 "of XLA's negation, one thread, and fnopt's kernel negation, all threads, when it is built); "
                  "XLA roofline: the same arrays read and written by a trivial per-leaf XLA kernel; "
                  "fnopt/torch: against torch's fused step (foreach where fused is missing).\n")
     return "\n".join(lines)
@@ -477,6 +551,9 @@ def main(argv=None):
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
     ap.add_argument("--compile-reps", type=int, default=3,
                     help="compiles per implementation for the compile-time median (order alternating)")
+    ap.add_argument("--loop", type=int, default=1,
+                    help="steps per jitted call, in a lax.fori_loop (a jit-compiled training loop); times are "
+                         "per step. 1 (default): one step per call, JAX's per-array call overhead included")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", dest="json_path")
     ap.add_argument("--md", dest="md_path")
@@ -502,12 +579,14 @@ def main(argv=None):
     for tree in trees:
         shapes = TREES[tree]()
         for case in cases:
-            r = bench_case(tree, shapes, case, reps, use_torch, compile_reps=1 if args.tiny else args.compile_reps)
+            r = bench_case(tree, shapes, case, reps, use_torch, compile_reps=1 if args.tiny else args.compile_reps,
+                           loop=max(1, args.loop))
             r["leaves"] = len(shapes)
             results.append(r)
             print(f"# {tree:12s} {case:32s} fnopt {r['impls']['fnopt']['ms']:8.2f} ms  "
                   f"optax {r['impls']['optax']['ms']:8.2f} ms  limit {r['limit_ms']:8.2f} ms  "
-                  f"fnopt/limit {r['fnopt_over_limit']:.2f}",
+                  f"fnopt/limit {r['fnopt_over_limit']:.2f}"
+                  + (f"  apply_gradients {r['impls']['fnopt_step']['ms']:8.2f} ms" if "fnopt_step" in r["impls"] else ""),
                   file=sys.stderr, flush=True)
 
     md = markdown(results)

@@ -1,6 +1,7 @@
 """fnopt: functional JAX optimizers with exact, schedulable hyperparameters."""
 
 from optax import apply_updates as apply_updates
+from ._step import apply_gradients as apply_gradients
 
 from . import schedules as schedules
 from . import transforms as transforms

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import _fused
+from . import _fused, _step
 from ._base import Hyper, Hypers, next_count, per_group, zero_count
 from ._checks import as_float, check_flag
 from ._common import (
@@ -55,6 +55,21 @@ def betas(v, cd):
     gradient), the second in ``cd``'s real dtype (it scales ``|g|^2``)."""
     b1, b2 = v["b1"].astype(cd), v["b2"].astype(real_dtype(cd))
     return b1, 1 - b1, b2, 1 - b2
+
+
+def adam_coefficients(v, t, cd, with_root: bool):
+    """The scalars of an Adam step at ``t = count + 1`` from the values ``v``
+    (``b1``, ``b2``, ``eps``, ``eps_root``): :func:`betas`, then ``1 / bc1``,
+    ``1 / sqrt(bc2)``, ``eps`` and ``eps_root * bc2`` (or ``None``).
+
+    Scalar reciprocals, so that each element costs one sqrt and one divide
+    (by the denominator) instead of three divides:
+    ``sqrt(v / bc2 + eps_root) = sqrt(v + eps_root * bc2) / sqrt(bc2)``."""
+    bc2 = 1 - v["b2"] ** t
+    inv_bc1 = 1 / (1 - v["b1"] ** t)
+    rd = real_dtype(cd)
+    root = (v["eps_root"] * bc2).astype(rd) if with_root else None
+    return (*betas(v, cd), inv_bc1.astype(cd), jax.lax.rsqrt(bc2).astype(rd), v["eps"].astype(rd), root)
 
 
 _ADAM_RULES = {**RULES, "eps_root": {"low": 0.0}}
@@ -134,16 +149,7 @@ def scale_by_adam(
         h = hp.at(state.count, updates)
         t = as_float(state.count) + 1.0
 
-        @per_group
-        def coef(v, cd):
-            # Scalar reciprocals, so that each element costs one sqrt and one
-            # divide (by the denominator) instead of three divides:
-            # sqrt(v / bc2 + eps_root) = sqrt(v + eps_root * bc2) / sqrt(bc2).
-            bc2 = 1 - v["b2"] ** t
-            inv_bc1 = 1 / (1 - v["b1"] ** t)
-            rd = real_dtype(cd)
-            root = (v["eps_root"] * bc2).astype(rd) if with_root else None
-            return (*betas(v, cd), inv_bc1.astype(cd), jax.lax.rsqrt(bc2).astype(rd), v["eps"].astype(rd), root)
+        coef = per_group(lambda v, cd: adam_coefficients(v, t, cd, with_root))
 
         def direction(k, m_new, v_used):
             c1, c2, e, root = k[4:]
@@ -177,7 +183,7 @@ def scale_by_adam(
             return _fused.run_groups(fn, values, leaves, others, group)
 
         v_max = state.nu_max if amsgrad else state.nu
-        use_kernel = not amsgrad and _fused.enabled()
+        use_kernel = not amsgrad and _fused.enabled() and not _fused.suspended()
         out, mu, nu, nu_max = h.map(leaf, 4, updates, state.mu, state.nu, v_max, params=params,
                                     fused=fused if use_kernel else None)
         new_state = ScaleByAdamState(next_count(state.count), mu, nu, nu_max if amsgrad else None, h.record)
@@ -356,12 +362,9 @@ def adam(
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
     dtypes = moment_dtypes(call, mu_dtype, nu_dtype)
-    return with_group_check(hp, chain_stages(
-        flip_sign(call, maximize),
-        coupled_decay(call, weight_decay, mask),
-        scale_by_adam(b1, b2, eps, amsgrad=amsgrad, **dtypes),
-        scale_by_learning_rate(learning_rate),
-    ))
+    stages = (flip_sign(call, maximize), coupled_decay(call, weight_decay, mask),
+              scale_by_adam(b1, b2, eps, amsgrad=amsgrad, **dtypes), None, scale_by_learning_rate(learning_rate))
+    return _adam_step(with_group_check(hp, chain_stages(*stages)), hp, stages, amsgrad, eps, mask)
 
 
 @friendly
@@ -433,12 +436,30 @@ def adamw(
     hp = hypers(call, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     check_flag(call, "amsgrad", amsgrad)
     dtypes = moment_dtypes(call, mu_dtype, nu_dtype)
-    return with_group_check(hp, chain_stages(
-        flip_sign(call, maximize),
-        scale_by_adam(b1, b2, eps, amsgrad=amsgrad, **dtypes),
-        decoupled_decay(call, weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    ))
+    stages = (flip_sign(call, maximize), None, scale_by_adam(b1, b2, eps, amsgrad=amsgrad, **dtypes),
+              decoupled_decay(call, weight_decay, mask), scale_by_learning_rate(learning_rate))
+    return _adam_step(with_group_check(hp, chain_stages(*stages)), hp, stages, amsgrad, eps, mask)
+
+
+def _adam_step(tx, hp: Hypers, stages: tuple, amsgrad: bool, eps: Hyper, mask: Any):
+    """``tx`` (``adam`` / ``adamw``, stages: flip, coupled decay, Adam,
+    decoupled decay, learning rate) with its whole-step route for
+    ``fnopt.apply_gradients``, where the kernel's arithmetic is the chain's:
+    no param groups, mask or AMSGrad, ``eps`` never 0."""
+    if hp.grouped or amsgrad or mask is not None or may_be_zero(eps):
+        return tx
+    flip, coupled, adam_at, decoupled, lr_at = _step.stage_indices(*stages)
+
+    def coefficients(old, new, cd):
+        t = as_float(old[adam_at].count) + 1.0
+        b1, c1, b2, c2, ib1, rb2, e, _ = adam_coefficients(new[adam_at].hyperparams, t, cd, False)
+        wdc = 0.0 if coupled is None else new[coupled].hyperparams["weight_decay"]
+        wdd = 0.0 if decoupled is None else new[decoupled].hyperparams["weight_decay"]
+        nlr = -new[lr_at].hyperparams["learning_rate"].astype(cd)
+        flags = (flip is not None, coupled is not None, decoupled is not None)
+        return (b1, c1, b2, c2, ib1, rb2, e, nlr, wdc, wdd, *(float(f) for f in flags))
+
+    return _step.register(tx, _step.Route("adam_step", adam_at, ("mu", "nu"), coefficients))
 
 
 @friendly

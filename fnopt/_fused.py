@@ -1,37 +1,46 @@
-"""Optional fused multi-tensor CPU kernels (issue 15).
+"""Fused multi-tensor CPU kernels (issue 15).
 
-XLA:CPU runs one loop per output array and pays a fixed cost of a few
-microseconds per fused loop, so on a tree of thousands of small leaves an
-optimizer step costs three loops per leaf (params, two moments) whatever the
-leaf's size. The kernels in ``_kernels/multi_tensor.cc`` update the state
-buffers of every leaf of a dtype group in one custom call (registered through
-``jax.ffi``), in place (``input_output_aliases``), in the same arithmetic order
-as the XLA path. The update direction stays in XLA, computed from the new
-state, so XLA fuses it with the learning rate and ``apply_updates`` into the
-one loop per leaf that writes the params, and no update buffer is ever
-materialized: a step is 1 kernel + 1 loop per leaf.
+XLA:CPU runs one loop per output array, with a fixed cost per loop and, on
+an elementwise loop, one thread's share of the memory bandwidth; an
+optimizer step costs a loop per leaf and buffer (params, moments) whatever
+the leaf's size. The kernels in ``_kernels/multi_tensor.cc`` (registered
+through ``jax.ffi``) work on 64 leaves of a dtype per custom call, in place
+(``input_output_aliases``), split between XLA's intra-op threads, in the
+arithmetic order of the XLA path:
 
-The kernel is built from C++ at first use, when a compiler exists, into a
+* the state kernels (``scale_by_adam`` without ``amsgrad``, so ``adam`` and
+  ``adamw``; ``scale_by_momentum``, so ``sgd(momentum=...)``) update the
+  moments; the update direction stays in XLA, computed from the new state,
+  which fuses it with the learning rate and ``apply_updates`` into the one
+  loop per leaf that writes the params (``tx.update`` must return updates);
+* the whole-step kernels, reached through :func:`fnopt.apply_gradients`,
+  update the params too: a step is one call per 64 leaves and no XLA loop.
+
+The library is built from C++ at first use, when a compiler exists, into a
 cache directory (``$FNOPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fnopt``, else
 ``~/.cache/fnopt``), keyed by a hash of the source, the jaxlib version, the
-compiler and its flags. Any failure leaves the XLA path in place (a debug log
-line says why).
+compiler and its flags, and the host CPU. Any failure leaves the XLA path in
+place (a debug log line says why).
 
-Off by default: on the 2-core machine it was measured on (BENCHMARKS.md,
-issue 15) it cut the loops per step threefold but was not measurably faster
-than the XLA path, and it adds a first-use C++ build. ``FNOPT_FUSED=auto``
-uses it where it can be built, ``FNOPT_FUSED=1`` requires it (a build
-failure raises), unset or ``0`` keeps the XLA path.
+``FNOPT_FUSED`` chooses: unset, only :func:`fnopt.apply_gradients` (and
+``fnopt.flax.TrainState``, which calls it) uses the whole-step kernels, where
+they can be built, while ``tx.update`` keeps XLA's program; ``auto`` uses
+every kernel where it can be built; ``1`` requires them (a build failure
+raises); ``0`` keeps the XLA path everywhere. (A custom call is not
+portable: a step traced with a kernel cannot go through ``jax.export``; and
+the build costs seconds at first use. BENCHMARKS.md has what they buy.)
 
-It is used only where it is exact: the CPU backend with a single device (a
-sharded state keeps XLA's path and its sharding), float32/float64 leaves
-whose state buffers have the same dtype. Under ``vmap`` the group falls back
-to a ``jax.numpy`` transcription of the kernel (``custom_vmap``), and so does
-differentiation (``custom_jvp``). States stay the same pytrees either way.
+They are used only where they are exact: the CPU backend with a single
+device (a sharded state keeps XLA's path and its sharding), float32/float64
+leaves whose state buffers have the same dtype. Under ``vmap`` a group falls
+back to a ``jax.numpy`` transcription of the kernel (``custom_vmap``), and so
+does differentiation (``custom_jvp``). States stay the same pytrees either
+way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -51,25 +60,32 @@ _log = logging.getLogger("fnopt.fused")
 
 _SOURCE = pathlib.Path(__file__).with_name("_kernels") / "multi_tensor.cc"
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=fast", "-w")
-_TARGETS = ("fnopt_adam_f32", "fnopt_adam_f64", "fnopt_momentum_f32", "fnopt_momentum_f64")
+_TARGETS = ("fnopt_adam_f32", "fnopt_adam_f64", "fnopt_momentum_f32", "fnopt_momentum_f64",
+            "fnopt_adam_step_f32", "fnopt_adam_step_f64", "fnopt_momentum_step_f32", "fnopt_momentum_step_f64",
+            "fnopt_negate_f32")
 _DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # Leaves per kernel call: XLA's compile time grows faster than linearly in
 # the operands of one custom call with aliased results (measured: 600 leaves
 # in one call compiled in 1.7x the per-leaf XLA path's time), while a call
 # costs microseconds at run time.
-_CHUNK = int(os.environ.get("FNOPT_FUSED_CHUNK", "64"))
+CHUNK = int(os.environ.get("FNOPT_FUSED_CHUNK", "64"))
 
 _lock = threading.Lock()
+_local = threading.local()
 _loaded: dict[str, Any] = {"done": False, "lib": None, "error": "not built yet"}
 
 
 def _mode() -> str:
-    """``"off"`` (unset, ``FNOPT_FUSED=0``), ``"on"`` (``=1``) or ``"auto"``."""
+    """``FNOPT_FUSED``: ``"off"`` (``0``, ``false``, ``off``, ``no``), ``"on"``
+    (``1``, ``true``, ``on``, ``yes``), ``"auto"``, or ``"default"`` (unset or
+    empty; any other value reads as ``"off"``)."""
     value = os.environ.get("FNOPT_FUSED", "").strip().lower()
     if value in ("1", "true", "on", "yes"):
         return "on"
     if value == "auto":
         return "auto"
+    if value == "":
+        return "default"
     return "off"
 
 
@@ -143,12 +159,17 @@ def _library() -> ctypes.CDLL | None:
     return _loaded["lib"]
 
 
-def enabled() -> bool:
-    """Whether updates traced now use the fused kernel: switched on by
-    ``FNOPT_FUSED=1`` or ``auto``, the CPU backend with one device, and the kernel built
-    (with ``FNOPT_FUSED=1`` a failed build raises ``RuntimeError``)."""
+def enabled(whole_step: bool = False) -> bool:
+    """Whether steps traced now use the kernels: the CPU backend with one
+    device, the library built, and ``FNOPT_FUSED`` allowing it. ``1`` or
+    ``auto`` switch on every kernel (with ``1`` a failed build raises
+    ``RuntimeError``); by default (unset) only the whole-step kernels of
+    :func:`fnopt.apply_gradients` (``whole_step=True``) are used, and
+    ``tx.update`` keeps the XLA path; ``0`` switches every kernel off."""
     mode = _mode()
-    if mode == "off" or jax.default_backend() != "cpu" or jax.device_count() != 1:
+    if mode == "off" or (mode == "default" and not whole_step):
+        return False
+    if jax.default_backend() != "cpu" or jax.device_count() != 1:
         return False
     if _library() is None:
         if mode == "on":
@@ -157,10 +178,32 @@ def enabled() -> bool:
     return True
 
 
+def suspended() -> bool:
+    """True while ``fnopt.apply_gradients`` traces an alias's own update:
+    the whole-step kernel then writes the buffers, so the state-only kernels
+    stand aside (two calls updating one buffer in place would cost copies)."""
+    return getattr(_local, "suspended", False)
+
+
+@contextlib.contextmanager
+def suspend():
+    """Within the block, :func:`suspended` is True (this thread)."""
+    before = suspended()
+    _local.suspended = True
+    try:
+        yield
+    finally:
+        _local.suspended = before
+
+
 def status() -> str:
     """One line for benchmark records: whether the kernel is in use, and why not."""
     try:
-        return "on" if enabled() else f"off ({_mode()}; {_loaded['error'] or 'gated: backend or devices'})"
+        if enabled():
+            return "on"
+        if enabled(whole_step=True):
+            return "whole steps only (fnopt.apply_gradients; FNOPT_FUSED unset)"
+        return f"off ({_mode()}; {_loaded['error'] or 'gated: FNOPT_FUSED, backend or devices'})"
     except RuntimeError as err:
         return f"off ({err})"
 
@@ -251,6 +294,69 @@ def momentum_buffers(coef: jax.Array, gs: Sequence[jax.Array], bufs: Sequence[ja
     return list(_with_fallback(kernel, _momentum_reference)(coef, *gs, *bufs))
 
 
+def _adam_step_reference(c, *leaves):
+    n = len(leaves) // 4
+    g, p, m, v = (leaves[k * n:(k + 1) * n] for k in range(4))
+    ps, ms, vs = [], [], []
+    for i in range(n):
+        gi = jnp.where(c[10] != 0, -g[i], g[i])
+        gi = jnp.where(c[11] != 0, gi + c[8] * p[i], gi)
+        mi = c[0] * m[i] + c[1] * gi
+        vi = c[2] * v[i] + c[3] * (gi * gi)
+        d = (mi * c[4]) / (jnp.sqrt(vi) * c[5] + c[6])
+        d = jnp.where(c[12] != 0, d + c[9] * p[i], d)
+        ps.append(p[i] + d * c[7])
+        ms.append(mi)
+        vs.append(vi)
+    return ps, ms, vs
+
+
+def _momentum_step_reference(c, *leaves):
+    n = len(leaves) // 3
+    g, p, b = (leaves[k * n:(k + 1) * n] for k in range(3))
+    ps, bs = [], []
+    for i in range(n):
+        gi = jnp.where(c[4] != 0, -g[i], g[i])
+        gi = jnp.where(c[5] != 0, gi + c[3] * p[i], gi)
+        bi = c[0] * b[i] + c[1] * gi
+        d = jnp.where(c[6] != 0, gi + c[0] * bi, bi)
+        ps.append(p[i] + d * c[2])
+        bs.append(bi)
+    return ps, bs
+
+
+_STEPS = {"adam_step": (13, 3, _adam_step_reference), "momentum_step": (7, 2, _momentum_step_reference)}
+
+
+def whole_step(kind: str, coef: jax.Array, gs: Sequence[jax.Array], buffers: Sequence[Sequence[jax.Array]]) -> list[list]:
+    """One in-place step for ``n`` leaves of one dtype: ``buffers`` is
+    ``(params, *state buffers)``, each ``n`` leaves, all updated in place;
+    returns their new values in the same layout. ``kind`` is ``"adam_step"``
+    (``coef`` of 13, buffers params, mu, nu) or ``"momentum_step"`` (7;
+    params, trace); the arithmetic is written out in
+    ``_kernels/multi_tensor.cc`` and in the references above."""
+    n_coef, n_buf, reference = _STEPS[kind]
+    n = len(gs)
+    if coef.shape != (n_coef,) or len(buffers) != n_buf:
+        raise ValueError(f"fnopt._fused.whole_step({kind!r}): {coef.shape} coefficients, {len(buffers)} buffers")
+    call = _call(f"fnopt_{kind}", n_buf, gs)
+
+    def kernel(c, *leaves):
+        out = call(c, *leaves)
+        return tuple(list(out[k * n:(k + 1) * n]) for k in range(n_buf))
+
+    out = _with_fallback(kernel, reference)(coef, *gs, *(x for b in buffers for x in b))
+    return [list(o) for o in out]
+
+
+def negate(x: jax.Array) -> jax.Array:
+    """``-x`` for a float32 array, in place, split between threads like the
+    optimizer kernels: the bandwidth probe of ``benchmarks/step_time.py``
+    (requires the kernel: :func:`enabled`)."""
+    return jax.ffi.ffi_call("fnopt_negate_f32", jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            input_output_aliases={0: 0})(x)
+
+
 def run_groups(fn: Callable, values: list, leaves: list, others: list[list], group_call: Callable) -> list:
     """``[fn(values[i], leaves[i], *others_i)]`` for every leaf, except that
     the eligible leaves (:func:`_eligible`) are batched by hyperparameter
@@ -267,8 +373,8 @@ def run_groups(fn: Callable, values: list, leaves: list, others: list[list], gro
         else:
             results[i] = fn(values[i], leaf, *state)
     for (vid, _), idx in groups.items():
-        for start in range(0, len(idx), _CHUNK):
-            chunk = idx[start:start + _CHUNK]
+        for start in range(0, len(idx), CHUNK):
+            chunk = idx[start:start + CHUNK]
             for i, r in zip(chunk, group_call(owners[vid], chunk)):
                 results[i] = r
     return results

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import _fused
+from . import _fused, _step
 from ._base import Hyper, next_count, per_group, zero_count
 from ._common import check_nesterov, compute_dtype, hypers, is_zero, moment_like, storage_dtype, with_group_check
 from ._elementwise import chain_stages, coupled_decay, flip_sign, scale_by_learning_rate
@@ -28,6 +28,16 @@ class ScaleByMomentumState(NamedTuple):
     count: jax.Array
     trace: optax.Updates
     hyperparams: dict[str, jax.Array]
+
+
+def momentum_coefficients(v, first, cd):
+    """``(momentum, take)`` in ``cd`` from the values ``v``: ``take`` is
+    ``1 - dampening``, and 1 on the ``first`` step. torch starts the buffer
+    at the gradient itself, ``b_0 = g_0``: the buffer is zero until the first
+    update (init; skipped steps do not count), so only dampening needs
+    switching off on the first step."""
+    m, d = v["momentum"].astype(cd), v["dampening"].astype(cd)
+    return m, jnp.where(first, jnp.ones_like(d), 1 - d)
 
 
 def scale_by_momentum(
@@ -80,13 +90,7 @@ def scale_by_momentum(
         h = hp.at(state.count, updates)
         first = state.count == 0
 
-        @per_group
-        def coef(v, cd):
-            # torch starts the buffer at the gradient itself, b_0 = g_0: the
-            # buffer is zero until the first update (init; skipped steps do not
-            # count), so only dampening needs switching off on the first step.
-            m, d = v["momentum"].astype(cd), v["dampening"].astype(cd)
-            return m, jnp.where(first, jnp.ones_like(d), 1 - d)
+        coef = per_group(lambda v, cd: momentum_coefficients(v, first, cd))
 
         def leaf(v, g, buf):
             cd = compute_dtype(g)
@@ -108,7 +112,7 @@ def scale_by_momentum(
             return _fused.run_groups(fn, values, leaves, others, group)
 
         out, trace = h.map(leaf, 2, updates, state.trace, params=params,
-                           fused=fused if _fused.enabled() else None)
+                           fused=fused if _fused.enabled() and not _fused.suspended() else None)
         return out, ScaleByMomentumState(next_count(state.count), trace, h.record)
 
     return optax.GradientTransformationExtraArgs(init, update)
@@ -192,9 +196,22 @@ def sgd(
     check_nesterov(call, nesterov, momentum, dampening)
     with_momentum = not is_zero(momentum)
     mu_dtype = storage_dtype(call, mu_dtype)
-    return with_group_check(hp, chain_stages(
+    stages = (
         flip_sign(call, maximize),
         coupled_decay(call, weight_decay, mask),
         scale_by_momentum(momentum, nesterov=nesterov, dampening=dampening, mu_dtype=mu_dtype) if with_momentum else None,
         scale_by_learning_rate(learning_rate),
-    ))
+    )
+    tx = with_group_check(hp, chain_stages(*stages))
+    if hp.grouped or mask is not None or not with_momentum:
+        return tx
+    flip, coupled, momentum_at, lr_at = _step.stage_indices(*stages)
+
+    def coefficients(old, new, cd):
+        # fnopt.apply_gradients' whole step: the kernel's arithmetic is the chain's
+        mom, take = momentum_coefficients(new[momentum_at].hyperparams, old[momentum_at].count == 0, cd)
+        wdc = 0.0 if coupled is None else new[coupled].hyperparams["weight_decay"]
+        nlr = -new[lr_at].hyperparams["learning_rate"].astype(cd)
+        return (mom, take, nlr, wdc, float(flip is not None), float(coupled is not None), float(nesterov))
+
+    return _step.register(tx, _step.Route("momentum_step", momentum_at, ("trace",), coefficients))

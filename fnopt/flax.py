@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import optax
 from flax import nnx
 from flax.training import train_state
 
 from ._report import report as _report
+from ._step import apply_gradients
 from ._report import should_stop as _should_stop
 
 _OWG = train_state.OVERWRITE_WITH_GRADIENT
@@ -40,7 +40,9 @@ class TrainState(train_state.TrainState):
       chain with ``reduce_on_plateau`` or ``early_stopping`` can be fed each
       step. Flax's own passes no extra argument to ``tx.update``. Keywords
       naming a field of the state (``batch_stats=...`` in a subclass) replace
-      it, as in Flax.
+      it, as in Flax. The step is :func:`fnopt.apply_gradients` (the fused
+      CPU kernel's whole step where it applies, ``update`` +
+      ``apply_updates`` otherwise).
     * ``report(metric)`` returns the state with ``metric`` fed to every
       plateau / early-stopping transform (``fnopt.report``), e.g. the
       validation loss at the end of each epoch.
@@ -84,8 +86,7 @@ class TrainState(train_state.TrainState):
         overwrite = isinstance(grads, Mapping) and _OWG in grads
         grads_opt = grads["params"] if overwrite else grads
         params_opt = self.params["params"] if overwrite else self.params
-        updates, opt_state = self.tx.update(grads_opt, self.opt_state, params_opt, **extra)
-        new_params = optax.apply_updates(params_opt, updates)
+        new_params, opt_state = apply_gradients(self.tx, grads_opt, self.opt_state, params_opt, **extra)
         if overwrite:
             new_params = {"params": new_params, _OWG: grads[_OWG]}
         return self.replace(step=self.step + 1, params=new_params, opt_state=opt_state, **replace)

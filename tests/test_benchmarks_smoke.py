@@ -30,7 +30,8 @@ def test_step_time_tiny(tmp_path):
     cases = "sgd_momentum,adam,adamw,rmsprop,adagrad,clip+adamw(warmup_cos),clip+adamw(warmup_cos)+plateau,nadam,prodigy"
     out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--cases", cases,
                 "--json", str(js), "--md", str(md)])
-    assert "| case | fnopt ms | optax ms | torch fused ms | torch foreach ms | XLA roofline ms | limit ms" in out.stdout
+    assert ("| case | fnopt ms | fnopt apply_gradients ms | optax ms | torch fused ms | torch foreach ms "
+            "| XLA roofline ms | limit ms") in out.stdout
     data = json.loads(js.read_text())
     cases = {r["case"] for r in data["results"]}
     assert {"sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "clip+adamw(warmup_cos)",
@@ -58,6 +59,27 @@ def test_step_time_tiny_many_leaves(tmp_path):
     assert {(r["tree"], r["case"]) for r in results} == {
         (t, c) for t in ("tiny", "tiny_many") for c in ("adam", "sgd_momentum")}
     assert all(r["limit_ms"] > 0 and r["fnopt_over_limit"] > 0 for r in results)
+
+
+def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
+    """--loop (steps inside a lax.fori_loop) and, with the fused kernel, the
+    ``fnopt.apply_gradients`` column and the threaded copy probe (issue 15)."""
+    from fnopt import _fused
+
+    js = tmp_path / "step.json"
+    monkeypatch.setenv("FNOPT_FUSED", "auto")
+    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--tree", "many", "--cases",
+                "adam,sgd_momentum,rmsprop", "--loop", "3", "--json", str(js)])
+    assert "3 steps per call in a lax.fori_loop" in out.stdout
+    results = {r["case"]: r for r in json.loads(js.read_text())["results"]}
+    assert all(r["loop"] == 3 and r["limit_ms"] > 0 for r in results.values())
+    kernel = _fused._library() is not None
+    for case in ("adam", "sgd_momentum"):
+        assert ("fnopt_step" in results[case]["impls"]) == kernel
+        assert ("copy_threads" in results[case]["impls"]) == kernel
+        if kernel:
+            assert results[case]["step_over_optax"] > 0 and results[case]["step_over_limit"] > 0
+    assert "fnopt_step" not in results["rmsprop"]["impls"]  # no whole-step route
 
 
 def test_memory_tiny(tmp_path):

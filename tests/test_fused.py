@@ -200,7 +200,10 @@ def test_kernel_absent(monkeypatch):
     monkeypatch.setattr(_fused, "_compiler", lambda: None)
     monkeypatch.setenv("FNOPT_CACHE_DIR", "/nonexistent/fnopt-test")
     monkeypatch.delenv("FNOPT_FUSED", raising=False)
-    assert not _fused.enabled()
+    assert not _fused.enabled() and not _fused.enabled(whole_step=True)
+    params0 = mixed_tree()
+    p, _ = fnopt.apply_gradients(fnopt.adam(1e-2), params0, fnopt.adam(1e-2).init(params0), params0)  # XLA path
+    assert jax.tree.structure(p) == jax.tree.structure(params0)
     monkeypatch.setenv("FNOPT_FUSED", "auto")
     assert not _fused.enabled()
     assert "no C++ compiler" in _fused.status()
@@ -219,7 +222,7 @@ def test_kernel_absent(monkeypatch):
 def test_chunked_calls(name, monkeypatch):
     """A group larger than the chunk size is split over several kernel calls."""
     p0, s0, _ = run(CASES[name], "0", monkeypatch, steps=5)
-    monkeypatch.setattr(_fused, "_CHUNK", 2)
+    monkeypatch.setattr(_fused, "CHUNK", 2)
     p1, s1, hlo = run(CASES[name], "1", monkeypatch, steps=5)
     assert hlo.count("custom_call @fnopt_") == 3 + X64  # 5 float32 leaves in chunks of 2 (+ 2 float64)
     assert_same(p0, p1)

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -209,6 +210,172 @@ ffi::Error Momentum(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remainin
   return ffi::Error::Success();
 }
 
+
+// ------------------------------------------------------------ whole steps
+//
+// fnopt.apply_gradients on adam / adamw / sgd(momentum): the params are
+// updated in place too, so a step over n leaves is one call and no XLA loop.
+// The arithmetic follows the alias's chain stage by stage (fnopt._step):
+//   g1 = (flip ? -g : g);  g1 = coupled ? g1 + wdc p : g1
+//   adam:     m' = b1 m + (1-b1) g1;  v' = b2 v + (1-b2) g1 g1
+//             d = (m' ib1) / (sqrt(v') rb2 + eps);  d = decoupled ? d + wdd p : d
+//   momentum: b' = mom b + take g1;   d = nesterov ? g1 + mom b' : b'
+//   p' = p + d (-lr)
+
+// c = (b1, 1-b1, b2, 1-b2, 1/bc1, 1/sqrt(bc2), eps, -lr, wdc, wdd, flip, coupled, decoupled)
+template <typename T, bool kFlip, bool kCoupled, bool kDecoupled>
+void AdamStepLeaf(const T* c, const T* g, T* p, T* m, T* v, size_t n) {
+  const T b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3], ib1 = c[4], rb2 = c[5], eps = c[6], nlr = c[7];
+  const T wdc = c[8], wdd = c[9];
+#pragma GCC ivdep
+  for (size_t i = 0; i < n; ++i) {
+    T gi = g[i];
+    const T pi = p[i];
+    if (kFlip) gi = -gi;
+    if (kCoupled) gi = gi + wdc * pi;
+    const T mi = b1 * m[i] + c1 * gi;
+    const T vi = b2 * v[i] + c2 * (gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    T d = (mi * ib1) / (std::sqrt(vi) * rb2 + eps);
+    if (kDecoupled) d = d + wdd * pi;
+    p[i] = pi + d * nlr;
+  }
+}
+
+template <typename T>
+using AdamStepFn = void (*)(const T*, const T*, T*, T*, T*, size_t);
+
+template <typename T, bool F, bool C>
+AdamStepFn<T> PickAdamD(bool d) {
+  return d ? &AdamStepLeaf<T, F, C, true> : &AdamStepLeaf<T, F, C, false>;
+}
+
+template <typename T, bool F>
+AdamStepFn<T> PickAdamC(bool c, bool d) {
+  return c ? PickAdamD<T, F, true>(d) : PickAdamD<T, F, false>(d);
+}
+
+template <typename T>
+AdamStepFn<T> PickAdam(bool f, bool c, bool d) {
+  return f ? PickAdamC<T, true>(c, d) : PickAdamC<T, false>(c, d);
+}
+
+// c = (mom, take, -lr, wdc, flip, coupled, nesterov)
+template <typename T, bool kFlip, bool kCoupled, bool kNesterov>
+void MomentumStepLeaf(const T* c, const T* g, T* p, T* b, size_t n) {
+  const T mom = c[0], take = c[1], nlr = c[2], wdc = c[3];
+#pragma GCC ivdep
+  for (size_t i = 0; i < n; ++i) {
+    T gi = g[i];
+    const T pi = p[i];
+    if (kFlip) gi = -gi;
+    if (kCoupled) gi = gi + wdc * pi;
+    const T bi = mom * b[i] + take * gi;
+    b[i] = bi;
+    const T d = kNesterov ? gi + mom * bi : bi;
+    p[i] = pi + d * nlr;
+  }
+}
+
+template <typename T>
+using MomentumStepFn = void (*)(const T*, const T*, T*, T*, size_t);
+
+template <typename T, bool F, bool C>
+MomentumStepFn<T> PickMomN(bool nest) {
+  return nest ? &MomentumStepLeaf<T, F, C, true> : &MomentumStepLeaf<T, F, C, false>;
+}
+
+template <typename T, bool F>
+MomentumStepFn<T> PickMomC(bool c, bool nest) {
+  return c ? PickMomN<T, F, true>(nest) : PickMomN<T, F, false>(nest);
+}
+
+template <typename T>
+MomentumStepFn<T> PickMom(bool f, bool c, bool nest) {
+  return f ? PickMomC<T, true>(c, nest) : PickMomC<T, false>(c, nest);
+}
+
+// args: coef, g[n], then k buffers of n leaves each (params first), all but
+// coef and g updated in place; rets: the k n buffers, aliased.
+template <typename T, size_t kCoef, size_t kBuffers, typename Leaf>
+ffi::Error Step(ffi::ThreadPool& pool, ffi::RemainingArgs& args, ffi::RemainingRets& rets, const char* what,
+                Leaf leaf) {
+  const size_t total = args.size();
+  if (total < 1 || (total - 1) % (1 + kBuffers) != 0 || rets.size() != kBuffers * ((total - 1) / (1 + kBuffers))) {
+    return ffi::Error::InvalidArgument(std::string(what) + ": bad operand count");
+  }
+  const size_t n = (total - 1) / (1 + kBuffers);
+  auto coef = args.get<ffi::AnyBuffer>(0);
+  if (!coef.has_value()) return coef.error();
+  if (coef->element_count() != kCoef) return ffi::Error::InvalidArgument(std::string(what) + ": bad coefficients");
+  std::array<T, kCoef> k;
+  std::copy(Data<const T>(*coef), Data<const T>(*coef) + kCoef, k.begin());
+  std::vector<std::array<T*, 1 + kBuffers>> ptr(n);
+  std::vector<size_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto g = args.get<ffi::AnyBuffer>(1 + i);
+    if (!g.has_value()) return ffi::Error::InvalidArgument(std::string(what) + ": bad buffer");
+    ptr[i][0] = Data<T>(*g);
+    for (size_t j = 0; j < kBuffers; ++j) {
+      auto in = args.get<ffi::AnyBuffer>(1 + (1 + j) * n + i);
+      auto out = rets.get<ffi::AnyBuffer>(j * n + i);
+      if (!in.has_value() || !out.has_value()) return ffi::Error::InvalidArgument(std::string(what) + ": bad buffer");
+      ptr[i][1 + j] = InPlace<T>(*in, **out);
+    }
+    sizes[i] = g->element_count();
+  }
+  const size_t n_leaves = n;
+  Run(pool, sizes, [ptr = std::move(ptr), k, leaf, n_leaves](size_t i, size_t b, size_t e) {
+    // Small leaves are short streams the hardware prefetcher hardly ramps up
+    // on: start the next leaf's first lines while this one runs.
+    leaf(k.data(), ptr[i], b, e);
+  });
+  return ffi::Error::Success();
+}
+
+template <typename T>
+ffi::Error AdamStep(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  // coefficients are checked by Step; the flags are read after the copy
+  auto coef = args.get<ffi::AnyBuffer>(0);
+  if (!coef.has_value() || coef->element_count() != 13) return ffi::Error::InvalidArgument("fnopt adam step: bad coefficients");
+  const T* c = Data<const T>(*coef);
+  const AdamStepFn<T> fn = PickAdam<T>(c[10] != 0, c[11] != 0, c[12] != 0);
+  return Step<T, 13, 3>(pool, args, rets, "fnopt adam step", [fn](const T* k, const std::array<T*, 4>& q, size_t b, size_t e) {
+    fn(k, q[0] + b, q[1] + b, q[2] + b, q[3] + b, e - b);
+  });
+}
+
+template <typename T>
+ffi::Error MomentumStep(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  auto coef = args.get<ffi::AnyBuffer>(0);
+  if (!coef.has_value() || coef->element_count() != 7) return ffi::Error::InvalidArgument("fnopt momentum step: bad coefficients");
+  const T* c = Data<const T>(*coef);
+  const MomentumStepFn<T> fn = PickMom<T>(c[4] != 0, c[5] != 0, c[6] != 0);
+  return Step<T, 7, 2>(pool, args, rets, "fnopt momentum step", [fn](const T* k, const std::array<T*, 3>& q, size_t b, size_t e) {
+    fn(k, q[0] + b, q[1] + b, q[2] + b, e - b);
+  });
+}
+
+// The bandwidth probe of benchmarks/step_time.py: x = -x in place, split
+// between threads like the optimizer kernels (XLA:CPU runs a plain
+// elementwise loop on one thread, which reads about half the bandwidth of
+// two cores on the 2-core machine).
+template <typename T>
+ffi::Error Negate(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  if (args.size() != 1 || rets.size() != 1) return ffi::Error::InvalidArgument("fnopt negate: bad operand count");
+  auto x = args.get<ffi::AnyBuffer>(0);
+  auto out = rets.get<ffi::AnyBuffer>(0);
+  if (!x.has_value() || !out.has_value()) return ffi::Error::InvalidArgument("fnopt negate: bad buffer");
+  T* src = Data<T>(*x);
+  T* dst = reinterpret_cast<T*>((*out)->untyped_data());
+  Run(pool, {x->element_count()}, [src, dst](size_t, size_t b, size_t e) {
+#pragma GCC ivdep
+    for (size_t i = b; i < e; ++i) dst[i] = -src[i];
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define FNOPT_HANDLER(NAME, FN)                                                    \
@@ -219,3 +386,8 @@ FNOPT_HANDLER(fnopt_adam_f32, Adam<float>)
 FNOPT_HANDLER(fnopt_adam_f64, Adam<double>)
 FNOPT_HANDLER(fnopt_momentum_f32, Momentum<float>)
 FNOPT_HANDLER(fnopt_momentum_f64, Momentum<double>)
+FNOPT_HANDLER(fnopt_adam_step_f32, AdamStep<float>)
+FNOPT_HANDLER(fnopt_adam_step_f64, AdamStep<double>)
+FNOPT_HANDLER(fnopt_momentum_step_f32, MomentumStep<float>)
+FNOPT_HANDLER(fnopt_momentum_step_f64, MomentumStep<double>)
+FNOPT_HANDLER(fnopt_negate_f32, Negate<float>)
