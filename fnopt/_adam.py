@@ -58,13 +58,10 @@ def betas(v, cd):
 
 
 def adam_coefficients(v, t, cd, with_root: bool):
-    """The scalars of an Adam step at ``t = count + 1`` from the values ``v``
-    (``b1``, ``b2``, ``eps``, ``eps_root``): :func:`betas`, then ``1 / bc1``,
-    ``1 / sqrt(bc2)``, ``eps`` and ``eps_root * bc2`` (or ``None``).
-
-    Scalar reciprocals, so that each element costs one sqrt and one divide
-    (by the denominator) instead of three divides:
-    ``sqrt(v / bc2 + eps_root) = sqrt(v + eps_root * bc2) / sqrt(bc2)``."""
+    """An Adam step's scalars at ``t = count + 1``: :func:`betas`, ``1 / bc1``,
+    ``1 / sqrt(bc2)``, ``eps``, ``eps_root * bc2`` (or ``None``). Reciprocals make
+    an element cost one sqrt and one divide: ``sqrt(v / bc2 + eps_root) =
+    sqrt(v + eps_root * bc2) / sqrt(bc2)``."""
     bc2 = 1 - v["b2"] ** t
     inv_bc1 = 1 / (1 - v["b1"] ** t)
     rd = real_dtype(cd)
@@ -442,10 +439,9 @@ def adamw(
 
 
 def _adam_step(tx, hp: Hypers, stages: tuple, amsgrad: bool, eps: Hyper, mask: Any):
-    """``tx`` (``adam`` / ``adamw``, stages: flip, coupled decay, Adam,
-    decoupled decay, learning rate) with its whole-step route for
-    ``fnopt.apply_gradients``, where the kernel's arithmetic is the chain's:
-    no param groups, mask or AMSGrad, ``eps`` never 0."""
+    """``tx`` (stages: flip, coupled decay, Adam, decoupled decay, lr) with its
+    ``fnopt.apply_gradients`` route where the kernel's arithmetic is the
+    chain's: no param groups, mask or AMSGrad, ``eps`` never 0."""
     if hp.grouped or amsgrad or mask is not None or may_be_zero(eps):
         return tx
     flip, coupled, adam_at, decoupled, lr_at = _step.stage_indices(*stages)
@@ -453,11 +449,9 @@ def _adam_step(tx, hp: Hypers, stages: tuple, amsgrad: bool, eps: Hyper, mask: A
     def coefficients(old, new, cd):
         t = as_float(old[adam_at].count) + 1.0
         b1, c1, b2, c2, ib1, rb2, e, _ = adam_coefficients(new[adam_at].hyperparams, t, cd, False)
-        wdc = 0.0 if coupled is None else new[coupled].hyperparams["weight_decay"]
-        wdd = 0.0 if decoupled is None else new[decoupled].hyperparams["weight_decay"]
-        nlr = -new[lr_at].hyperparams["learning_rate"].astype(cd)
-        flags = (flip is not None, coupled is not None, decoupled is not None)
-        return (b1, c1, b2, c2, ib1, rb2, e, nlr, wdc, wdd, *(float(f) for f in flags))
+        wdc, wdd = _step.recorded(new, coupled, "weight_decay"), _step.recorded(new, decoupled, "weight_decay")
+        nlr = -_step.recorded(new, lr_at, "learning_rate").astype(cd)
+        return (b1, c1, b2, c2, ib1, rb2, e, nlr, wdc, wdd, *_step.present(flip, coupled, decoupled))
 
     return _step.register(tx, _step.Route("adam_step", adam_at, ("mu", "nu"), coefficients))
 

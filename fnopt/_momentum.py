@@ -210,8 +210,7 @@ def sgd(
     def coefficients(old, new, cd):
         # fnopt.apply_gradients' whole step: the kernel's arithmetic is the chain's
         mom, take = momentum_coefficients(new[momentum_at].hyperparams, old[momentum_at].count == 0, cd)
-        wdc = 0.0 if coupled is None else new[coupled].hyperparams["weight_decay"]
-        nlr = -new[lr_at].hyperparams["learning_rate"].astype(cd)
-        return (mom, take, nlr, wdc, float(flip is not None), float(coupled is not None), float(nesterov))
+        nlr = -_step.recorded(new, lr_at, "learning_rate").astype(cd)
+        return (mom, take, nlr, _step.recorded(new, coupled, "weight_decay"), *_step.present(flip, coupled), float(nesterov))
 
     return _step.register(tx, _step.Route("momentum_step", momentum_at, ("trace",), coefficients))

@@ -62,6 +62,17 @@ def stage_indices(*stages: Any) -> list[int | None]:
     return out
 
 
+def recorded(state: Any, at: int | None, name: str) -> Any:
+    """The value of ``name`` that stage ``at`` of a chain state recorded for
+    its last update (0 for a stage left out)."""
+    return 0.0 if at is None else state[at].hyperparams[name]
+
+
+def present(*indices: int | None) -> tuple[float, ...]:
+    """The kernel's flags: 1.0 for each stage in the chain, 0.0 for one left out."""
+    return tuple(float(i is not None) for i in indices)
+
+
 def register(tx: Any, route: Route | None) -> Any:
     """``tx``, with ``route`` recorded for :func:`apply_gradients` (keyed by
     ``tx.init``, which fnopt's wrappers keep)."""
@@ -118,6 +129,8 @@ def apply_gradients(tx: Any, grads: Any, opt_state: Any, params: Any, **extra_ar
         >>> [round(x, 4) for x in params["w"].tolist()]
         [0.9, -1.9]
     """
+    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+        raise TypeError(f"fnopt.apply_gradients(tx=...) needs an optax.GradientTransformation, got {tx!r}")
     if params is None:
         raise ValueError("fnopt.apply_gradients(params=None): the step needs the params it updates")
     route = _route_of(tx)
@@ -127,14 +140,6 @@ def apply_gradients(tx: Any, grads: Any, opt_state: Any, params: Any, **extra_ar
     with _fused.suspend():
         updates, new_state = tx.update(grads, opt_state, params, **extra_args)
     return _whole_step(route, grads, opt_state, params, updates, new_state)
-
-
-def _eligible(*leaves: Any) -> bool:
-    dtype = np.dtype(jnp.result_type(leaves[0]))
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)) or np.size(leaves[0]) == 0:
-        return False
-    shape = np.shape(leaves[0])
-    return all(x is not None and np.dtype(jnp.result_type(x)) == dtype and np.shape(x) == shape for x in leaves)
 
 
 def _whole_step(route: Route, grads, opt_state, params, updates, new_state):
@@ -147,7 +152,7 @@ def _whole_step(route: Route, grads, opt_state, params, updates, new_state):
     bufs_new = [treedef.flatten_up_to(getattr(new_stage, f)) for f in route.buffers]
     groups: dict[np.dtype, list[int]] = {}
     for i, leaf in enumerate(g):
-        if _eligible(leaf, p[i], *(b[i] for b in bufs)):
+        if _fused._eligible(leaf, p[i], *(b[i] for b in bufs)):  # shapes: checked by tx.update
             groups.setdefault(np.dtype(jnp.result_type(leaf)), []).append(i)
     if not groups:
         return new_params, new_state

@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
-#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -222,139 +221,111 @@ ffi::Error Momentum(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remainin
 //   momentum: b' = mom b + take g1;   d = nesterov ? g1 + mom b' : b'
 //   p' = p + d (-lr)
 
+// A whole-step leaf kernel: q = (g, params, state buffers...), elements [b, e).
+template <typename T>
+using StepLeafFn = void (*)(const T* c, T* const* q, size_t b, size_t e);
+
+// The gradient after an alias's first stages: maximize's sign flip, then
+// coupled (L2) weight decay.
+template <typename T, bool kFlip, bool kCoupled>
+inline T StageGradient(T g, T p, T wdc) {
+  if (kFlip) g = -g;
+  if (kCoupled) g = g + wdc * p;
+  return g;
+}
+
 // c = (b1, 1-b1, b2, 1-b2, 1/bc1, 1/sqrt(bc2), eps, -lr, wdc, wdd, flip, coupled, decoupled)
-template <typename T, bool kFlip, bool kCoupled, bool kDecoupled>
-void AdamStepLeaf(const T* c, const T* g, T* p, T* m, T* v, size_t n) {
-  const T b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3], ib1 = c[4], rb2 = c[5], eps = c[6], nlr = c[7];
-  const T wdc = c[8], wdd = c[9];
+template <typename T>
+struct AdamStepLeaf {
+  static constexpr size_t kCoef = 13, kBuffers = 3, kFlags = 10;
+  template <bool kFlip, bool kCoupled, bool kDecoupled>
+  static void Run(const T* c, T* const* q, size_t b, size_t e) {
+    const T b1 = c[0], c1 = c[1], b2 = c[2], c2 = c[3], ib1 = c[4], rb2 = c[5], eps = c[6], nlr = c[7];
+    const T wdc = c[8], wdd = c[9];
+    const T* g = q[0];
+    T *p = q[1], *m = q[2], *v = q[3];
 #pragma GCC ivdep
-  for (size_t i = 0; i < n; ++i) {
-    T gi = g[i];
-    const T pi = p[i];
-    if (kFlip) gi = -gi;
-    if (kCoupled) gi = gi + wdc * pi;
-    const T mi = b1 * m[i] + c1 * gi;
-    const T vi = b2 * v[i] + c2 * (gi * gi);
-    m[i] = mi;
-    v[i] = vi;
-    T d = (mi * ib1) / (std::sqrt(vi) * rb2 + eps);
-    if (kDecoupled) d = d + wdd * pi;
-    p[i] = pi + d * nlr;
+    for (size_t i = b; i < e; ++i) {
+      const T pi = p[i];
+      const T gi = StageGradient<T, kFlip, kCoupled>(g[i], pi, wdc);
+      const T mi = b1 * m[i] + c1 * gi;
+      const T vi = b2 * v[i] + c2 * (gi * gi);
+      m[i] = mi;
+      v[i] = vi;
+      T d = (mi * ib1) / (std::sqrt(vi) * rb2 + eps);
+      if (kDecoupled) d = d + wdd * pi;
+      p[i] = pi + d * nlr;
+    }
   }
-}
-
-template <typename T>
-using AdamStepFn = void (*)(const T*, const T*, T*, T*, T*, size_t);
-
-template <typename T, bool F, bool C>
-AdamStepFn<T> PickAdamD(bool d) {
-  return d ? &AdamStepLeaf<T, F, C, true> : &AdamStepLeaf<T, F, C, false>;
-}
-
-template <typename T, bool F>
-AdamStepFn<T> PickAdamC(bool c, bool d) {
-  return c ? PickAdamD<T, F, true>(d) : PickAdamD<T, F, false>(d);
-}
-
-template <typename T>
-AdamStepFn<T> PickAdam(bool f, bool c, bool d) {
-  return f ? PickAdamC<T, true>(c, d) : PickAdamC<T, false>(c, d);
-}
+};
 
 // c = (mom, take, -lr, wdc, flip, coupled, nesterov)
-template <typename T, bool kFlip, bool kCoupled, bool kNesterov>
-void MomentumStepLeaf(const T* c, const T* g, T* p, T* b, size_t n) {
-  const T mom = c[0], take = c[1], nlr = c[2], wdc = c[3];
+template <typename T>
+struct MomentumStepLeaf {
+  static constexpr size_t kCoef = 7, kBuffers = 2, kFlags = 4;
+  template <bool kFlip, bool kCoupled, bool kNesterov>
+  static void Run(const T* c, T* const* q, size_t b, size_t e) {
+    const T mom = c[0], take = c[1], nlr = c[2], wdc = c[3];
+    const T* g = q[0];
+    T *p = q[1], *buf = q[2];
 #pragma GCC ivdep
-  for (size_t i = 0; i < n; ++i) {
-    T gi = g[i];
-    const T pi = p[i];
-    if (kFlip) gi = -gi;
-    if (kCoupled) gi = gi + wdc * pi;
-    const T bi = mom * b[i] + take * gi;
-    b[i] = bi;
-    const T d = kNesterov ? gi + mom * bi : bi;
-    p[i] = pi + d * nlr;
+    for (size_t i = b; i < e; ++i) {
+      const T pi = p[i];
+      const T gi = StageGradient<T, kFlip, kCoupled>(g[i], pi, wdc);
+      const T bi = mom * buf[i] + take * gi;
+      buf[i] = bi;
+      const T d = kNesterov ? gi + mom * bi : bi;
+      p[i] = pi + d * nlr;
+    }
   }
+};
+
+// Leaf's variant for its three flags c[kFlags..kFlags+2] (nonzero = on): each
+// is a compile-time constant inside the loop, so a stage left out costs
+// nothing (and never computes 0 * p, which is NaN for an infinite p).
+template <typename T, typename Leaf>
+StepLeafFn<T> Pick(const T* c) {
+  static constexpr StepLeafFn<T> kTable[8] = {
+      &Leaf::template Run<false, false, false>, &Leaf::template Run<false, false, true>,
+      &Leaf::template Run<false, true, false>,  &Leaf::template Run<false, true, true>,
+      &Leaf::template Run<true, false, false>,  &Leaf::template Run<true, false, true>,
+      &Leaf::template Run<true, true, false>,   &Leaf::template Run<true, true, true>};
+  const size_t k = Leaf::kFlags;
+  return kTable[(c[k] != 0) * 4 + (c[k + 1] != 0) * 2 + (c[k + 2] != 0)];
 }
 
-template <typename T>
-using MomentumStepFn = void (*)(const T*, const T*, T*, T*, size_t);
-
-template <typename T, bool F, bool C>
-MomentumStepFn<T> PickMomN(bool nest) {
-  return nest ? &MomentumStepLeaf<T, F, C, true> : &MomentumStepLeaf<T, F, C, false>;
-}
-
-template <typename T, bool F>
-MomentumStepFn<T> PickMomC(bool c, bool nest) {
-  return c ? PickMomN<T, F, true>(nest) : PickMomN<T, F, false>(nest);
-}
-
-template <typename T>
-MomentumStepFn<T> PickMom(bool f, bool c, bool nest) {
-  return f ? PickMomC<T, true>(c, nest) : PickMomC<T, false>(c, nest);
-}
-
-// args: coef, g[n], then k buffers of n leaves each (params first), all but
-// coef and g updated in place; rets: the k n buffers, aliased.
-template <typename T, size_t kCoef, size_t kBuffers, typename Leaf>
-ffi::Error Step(ffi::ThreadPool& pool, ffi::RemainingArgs& args, ffi::RemainingRets& rets, const char* what,
-                Leaf leaf) {
+// args: coef, g[n], then kBuffers buffers of n leaves each (params first),
+// all but coef and g updated in place; rets: the kBuffers * n buffers, aliased.
+template <typename T, typename Leaf>
+ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  constexpr size_t kCoef = Leaf::kCoef, kBuffers = Leaf::kBuffers;
   const size_t total = args.size();
   if (total < 1 || (total - 1) % (1 + kBuffers) != 0 || rets.size() != kBuffers * ((total - 1) / (1 + kBuffers))) {
-    return ffi::Error::InvalidArgument(std::string(what) + ": bad operand count");
+    return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad operand count");
   }
   const size_t n = (total - 1) / (1 + kBuffers);
   auto coef = args.get<ffi::AnyBuffer>(0);
   if (!coef.has_value()) return coef.error();
-  if (coef->element_count() != kCoef) return ffi::Error::InvalidArgument(std::string(what) + ": bad coefficients");
+  if (coef->element_count() != kCoef) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad coefficients");
   std::array<T, kCoef> k;
   std::copy(Data<const T>(*coef), Data<const T>(*coef) + kCoef, k.begin());
+  const StepLeafFn<T> fn = Pick<T, Leaf>(k.data());
   std::vector<std::array<T*, 1 + kBuffers>> ptr(n);
   std::vector<size_t> sizes(n);
   for (size_t i = 0; i < n; ++i) {
     auto g = args.get<ffi::AnyBuffer>(1 + i);
-    if (!g.has_value()) return ffi::Error::InvalidArgument(std::string(what) + ": bad buffer");
+    if (!g.has_value()) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad buffer");
     ptr[i][0] = Data<T>(*g);
     for (size_t j = 0; j < kBuffers; ++j) {
       auto in = args.get<ffi::AnyBuffer>(1 + (1 + j) * n + i);
       auto out = rets.get<ffi::AnyBuffer>(j * n + i);
-      if (!in.has_value() || !out.has_value()) return ffi::Error::InvalidArgument(std::string(what) + ": bad buffer");
+      if (!in.has_value() || !out.has_value()) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad buffer");
       ptr[i][1 + j] = InPlace<T>(*in, **out);
     }
     sizes[i] = g->element_count();
   }
-  const size_t n_leaves = n;
-  Run(pool, sizes, [ptr = std::move(ptr), k, leaf, n_leaves](size_t i, size_t b, size_t e) {
-    // Small leaves are short streams the hardware prefetcher hardly ramps up
-    // on: start the next leaf's first lines while this one runs.
-    leaf(k.data(), ptr[i], b, e);
-  });
+  Run(pool, sizes, [ptr = std::move(ptr), k, fn](size_t i, size_t b, size_t e) { fn(k.data(), ptr[i].data(), b, e); });
   return ffi::Error::Success();
-}
-
-template <typename T>
-ffi::Error AdamStep(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
-  // coefficients are checked by Step; the flags are read after the copy
-  auto coef = args.get<ffi::AnyBuffer>(0);
-  if (!coef.has_value() || coef->element_count() != 13) return ffi::Error::InvalidArgument("fnopt adam step: bad coefficients");
-  const T* c = Data<const T>(*coef);
-  const AdamStepFn<T> fn = PickAdam<T>(c[10] != 0, c[11] != 0, c[12] != 0);
-  return Step<T, 13, 3>(pool, args, rets, "fnopt adam step", [fn](const T* k, const std::array<T*, 4>& q, size_t b, size_t e) {
-    fn(k, q[0] + b, q[1] + b, q[2] + b, q[3] + b, e - b);
-  });
-}
-
-template <typename T>
-ffi::Error MomentumStep(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
-  auto coef = args.get<ffi::AnyBuffer>(0);
-  if (!coef.has_value() || coef->element_count() != 7) return ffi::Error::InvalidArgument("fnopt momentum step: bad coefficients");
-  const T* c = Data<const T>(*coef);
-  const MomentumStepFn<T> fn = PickMom<T>(c[4] != 0, c[5] != 0, c[6] != 0);
-  return Step<T, 7, 2>(pool, args, rets, "fnopt momentum step", [fn](const T* k, const std::array<T*, 3>& q, size_t b, size_t e) {
-    fn(k, q[0] + b, q[1] + b, q[2] + b, e - b);
-  });
 }
 
 // The bandwidth probe of benchmarks/step_time.py: x = -x in place, split
@@ -386,8 +357,8 @@ FNOPT_HANDLER(fnopt_adam_f32, Adam<float>)
 FNOPT_HANDLER(fnopt_adam_f64, Adam<double>)
 FNOPT_HANDLER(fnopt_momentum_f32, Momentum<float>)
 FNOPT_HANDLER(fnopt_momentum_f64, Momentum<double>)
-FNOPT_HANDLER(fnopt_adam_step_f32, AdamStep<float>)
-FNOPT_HANDLER(fnopt_adam_step_f64, AdamStep<double>)
-FNOPT_HANDLER(fnopt_momentum_step_f32, MomentumStep<float>)
-FNOPT_HANDLER(fnopt_momentum_step_f64, MomentumStep<double>)
+FNOPT_HANDLER(fnopt_adam_step_f32, (Step<float, AdamStepLeaf<float>>))
+FNOPT_HANDLER(fnopt_adam_step_f64, (Step<double, AdamStepLeaf<double>>))
+FNOPT_HANDLER(fnopt_momentum_step_f32, (Step<float, MomentumStepLeaf<float>>))
+FNOPT_HANDLER(fnopt_momentum_step_f64, (Step<double, MomentumStepLeaf<double>>))
 FNOPT_HANDLER(fnopt_negate_f32, Negate<float>)
