@@ -413,6 +413,8 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
     makers = {"fnopt": maker(fn_make), "optax": maker(ox_make)}
     if has_whole_step(fn_tx):  # fnopt.apply_gradients takes the whole-step kernel
         makers["fnopt_step"] = maker(fn_make, make_whole_step)
+        # the same alias with its state packed into one array per dtype
+        makers["fnopt_packed"] = maker(lambda: fnopt.packed(fn_make()), make_whole_step)
     compile_s, compiled = compile_times(makers, compile_reps, loop)
     runners: dict[str, Any] = {}
     p = fresh_params()
@@ -421,6 +423,11 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
         p = fresh_params()
         runners["fnopt_step"] = JaxRunner(make_whole_step(fn_tx, with_value), p, fn_tx.init(p), grads, value,
                                           compiled["fnopt_step"], loop)
+    if "fnopt_packed" in compiled:
+        p = fresh_params()
+        packed_tx = fnopt.packed(fn_tx)
+        runners["fnopt_packed"] = JaxRunner(make_whole_step(packed_tx, with_value), p, packed_tx.init(p), grads, value,
+                                            compiled["fnopt_packed"], loop)
     p = fresh_params()
     runners["optax"] = JaxRunner(make_step(ox_tx, with_value), p, ox_tx.init(p), grads, value, compiled["optax"], loop)
     del compiled
@@ -475,6 +482,10 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
     out["step_over_optax"] = step_ms / ms["optax"] if step_ms else None
     out["step_over_limit"] = step_ms / out["limit_ms"] if step_ms else None
     out["step_over_torch"] = step_ms / torch_ms if step_ms and torch_ms else None
+    packed_ms = ms.get("fnopt_packed")
+    out["packed_over_optax"] = packed_ms / ms["optax"] if packed_ms else None
+    out["packed_over_limit"] = packed_ms / out["limit_ms"] if packed_ms else None
+    out["packed_over_torch"] = packed_ms / torch_ms if packed_ms and torch_ms else None
     return out
 
 
@@ -511,28 +522,32 @@ def markdown(results) -> str:
         where = f"{loop} steps per call in a lax.fori_loop, per-step times" if loop > 1 else "one step per call"
         lines.append(f"### {tree}: {leaves} leaves, {r0['param_bytes'] / 4 / 1e6:.2f}M float32 params, "
                      f"{r0['reps']} reps (medians), {where}\n")
-        lines.append("| case | fnopt ms | fnopt apply_gradients ms | optax ms | torch fused ms | torch foreach ms "
-                     "| XLA roofline ms | limit ms | bandwidth GB/s | fnopt/optax | step/optax | fnopt/torch "
-                     "| step/torch | fnopt/limit | step/limit | optax/limit "
-                     "| compile fnopt s | compile step s | compile optax s | fusions fnopt/optax |")
-        lines.append("|" + "---|" * 20)
+        lines.append("| case | fnopt ms | fnopt apply_gradients ms | fnopt packed ms | optax ms | torch fused ms "
+                     "| torch foreach ms | XLA roofline ms | limit ms | bandwidth GB/s | fnopt/optax | step/optax "
+                     "| packed/optax | fnopt/torch | step/torch | packed/torch | fnopt/limit | step/limit "
+                     "| packed/limit | optax/limit | compile fnopt s | compile step s | compile packed s "
+                     "| compile optax s | fusions fnopt/optax |")
+        lines.append("|" + "---|" * 25)
         for r in rs:
             im = r["impls"]
             g = lambda n, key: im[n][key] if n in im else None  # noqa: E731
             key = "all_fusions" if loop > 1 else "entry_fusions"  # a loop's fusions are in its body
             fus = f"{im['fnopt']['hlo'].get(key, '-')}/{im['optax']['hlo'].get(key, '-')}"
             lines.append(
-                f"| {r['case']} | {fmt(g('fnopt', 'ms'))} | {fmt(g('fnopt_step', 'ms'))} | {fmt(g('optax', 'ms'))} "
+                f"| {r['case']} | {fmt(g('fnopt', 'ms'))} | {fmt(g('fnopt_step', 'ms'))} "
+                f"| {fmt(g('fnopt_packed', 'ms'))} | {fmt(g('optax', 'ms'))} "
                 f"| {fmt(g('torch_fused', 'ms'))} | {fmt(g('torch_foreach', 'ms'))} | {fmt(g('roofline', 'ms'))} "
                 f"| {fmt(r['limit_ms'])} | {fmt(r['bandwidth_gbps'], '.1f')} | {r['fnopt_over_optax']:.2f} "
-                f"| {fmt(r.get('step_over_optax'))} | {fmt(r['fnopt_over_torch'])} | {fmt(r.get('step_over_torch'))} "
-                f"| {r['fnopt_over_limit']:.2f} | {fmt(r.get('step_over_limit'))} | {r['optax_over_limit']:.2f} "
-                f"| {fmt(g('fnopt', 'compile_s'))} | {fmt(g('fnopt_step', 'compile_s'))} "
-                f"| {fmt(g('optax', 'compile_s'))} | {fus} |")
+                f"| {fmt(r.get('step_over_optax'))} | {fmt(r.get('packed_over_optax'))} | {fmt(r['fnopt_over_torch'])} "
+                f"| {fmt(r.get('step_over_torch'))} | {fmt(r.get('packed_over_torch'))} "
+                f"| {r['fnopt_over_limit']:.2f} | {fmt(r.get('step_over_limit'))} | {fmt(r.get('packed_over_limit'))} "
+                f"| {r['optax_over_limit']:.2f} | {fmt(g('fnopt', 'compile_s'))} | {fmt(g('fnopt_step', 'compile_s'))} "
+                f"| {fmt(g('fnopt_packed', 'compile_s'))} | {fmt(g('optax', 'compile_s'))} | {fus} |")
         lines.append("")
     lines.append("fnopt: `tx.update` + `optax.apply_updates`; fnopt apply_gradients: `fnopt.apply_gradients` "
-                 "(the fused kernel's whole step; only where it applies, with FNOPT_FUSED=auto/1); "
-                 "step/...: its ratios. ")
+                 "(the fused kernel's whole step, where it applies: FNOPT_FUSED unset, auto or 1); "
+                 "step/...: its ratios; fnopt packed: the same step with `fnopt.packed(tx)` (the state as one array "
+                 "per dtype), packed/...: its ratios. ")
     lines.append("limit: the minimal single-pass bytes (params + grads + k state read, params + k state written) "
                  "at the bandwidth of a plain copy kernel over as many bytes, measured in the same run (the faster "
                  "of XLA's negation, one thread, and fnopt's kernel negation, all threads, when it is built); "

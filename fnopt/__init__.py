@@ -2,6 +2,7 @@
 
 from optax import apply_updates as apply_updates
 from ._step import apply_gradients as apply_gradients
+from ._packed import packed as packed
 
 from . import schedules as schedules
 from . import transforms as transforms
@@ -57,6 +58,7 @@ __all__ = [
     "lars",
     "lion",
     "lr_find",
+    "packed",
     "prodigy",
     "nadam",
     "radam",

@@ -62,7 +62,8 @@ _SOURCE = pathlib.Path(__file__).with_name("_kernels") / "multi_tensor.cc"
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=fast", "-w")
 _TARGETS = ("fnopt_adam_f32", "fnopt_adam_f64", "fnopt_momentum_f32", "fnopt_momentum_f64",
             "fnopt_adam_step_f32", "fnopt_adam_step_f64", "fnopt_momentum_step_f32", "fnopt_momentum_step_f64",
-            "fnopt_negate_f32")
+            "fnopt_adam_step_packed_f32", "fnopt_adam_step_packed_f64",
+            "fnopt_momentum_step_packed_f32", "fnopt_momentum_step_packed_f64", "fnopt_negate_f32")
 _DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # Leaves per kernel call: XLA's compile time grows faster than linearly in
 # the operands of one custom call with aliased results (measured: 600 leaves
@@ -347,6 +348,43 @@ def whole_step(kind: str, coef: jax.Array, gs: Sequence[jax.Array], buffers: Seq
 
     out = _with_fallback(kernel, reference)(coef, *gs, *(x for b in buffers for x in b))
     return [list(o) for o in out]
+
+
+def whole_step_packed(kind: str, coef: jax.Array, gs: Sequence[jax.Array], ps: Sequence[jax.Array],
+                      flats: Sequence[jax.Array], offset: int) -> tuple[list, list]:
+    """:func:`whole_step` for a packed state (:func:`fnopt.packed`): each state
+    buffer is one flat array ``flats[k]`` holding the ``n`` leaves back to back
+    from element ``offset``. Returns the new params and flat arrays (all
+    updated in place)."""
+    n_coef, n_buf, reference = _STEPS[kind]
+    n = len(gs)
+    if coef.shape != (n_coef,) or len(flats) != n_buf - 1 or len(ps) != n:
+        raise ValueError(f"fnopt._fused.whole_step_packed({kind!r}): {coef.shape} coefficients, {len(flats)} buffers")
+    dtype = np.dtype(gs[0].dtype)
+    sizes = [int(np.size(g)) for g in gs]
+    shapes = [jax.ShapeDtypeStruct(g.shape, dtype) for g in gs] + [jax.ShapeDtypeStruct(f.shape, dtype) for f in flats]
+    aliases = {1 + n + i: i for i in range(n + len(flats))}
+    call = jax.ffi.ffi_call(f"fnopt_{kind}_packed_{_DTYPES[dtype]}", shapes, input_output_aliases=aliases)
+
+    def kernel(c, *leaves):
+        out = call(c, *leaves, offset=np.int64(offset))
+        return list(out[:n]), list(out[n:])
+
+    def packed_reference(c, *leaves):
+        g, p, fl = leaves[:n], leaves[n:2 * n], leaves[2 * n:]
+        starts = np.cumsum([offset, *sizes[:-1]])
+        state = [[jax.lax.dynamic_slice(f, (int(a),), (z,)).reshape(g[i].shape) for i, (a, z) in
+                  enumerate(zip(starts, sizes))] for f in fl]
+        out = reference(c, *g, *p, *(x for b in state for x in b))
+        new_fl = []
+        for f, leaves_k in zip(fl, out[1:]):
+            for a, leaf in zip(starts, leaves_k):
+                f = jax.lax.dynamic_update_slice(f, leaf.reshape(-1), (int(a),))
+            new_fl.append(f)
+        return list(out[0]), new_fl
+
+    new_p, new_flats = _with_fallback(kernel, packed_reference)(coef, *gs, *ps, *flats)
+    return list(new_p), list(new_flats)
 
 
 def negate(x: jax.Array) -> jax.Array:

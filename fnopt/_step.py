@@ -44,12 +44,14 @@ class Route:
         buffers: that stage state's fields updated with the params, in the kernel's order.
         coefficients: ``(old_state, new_state, dtype) -> scalars``, the kernel's
             coefficient vector (from the states' counts and recorded hyperparameters).
+        packed: the buffers are ``{dtype name: flat array}`` (:func:`fnopt.packed`).
     """
 
     kernel: str
     stage: int
     buffers: tuple[str, ...]
     coefficients: Callable[[Any, Any, Any], Sequence[Any]]
+    packed: bool = False
 
 
 def stage_indices(*stages: Any) -> list[int | None]:
@@ -139,7 +141,8 @@ def apply_gradients(tx: Any, grads: Any, opt_state: Any, params: Any, **extra_ar
         return optax.apply_updates(params, updates), new_state
     with _fused.suspend():
         updates, new_state = tx.update(grads, opt_state, params, **extra_args)
-    return _whole_step(route, grads, opt_state, params, updates, new_state)
+    whole = _whole_step_packed if route.packed else _whole_step
+    return whole(route, grads, opt_state, params, updates, new_state)
 
 
 def _whole_step(route: Route, grads, opt_state, params, updates, new_state):
@@ -167,5 +170,42 @@ def _whole_step(route: Route, grads, opt_state, params, updates, new_state):
                 for k, b in enumerate(bufs_new):
                     b[i] = out[1 + k][j]
     stage = new_stage._replace(**{f: treedef.unflatten(b) for f, b in zip(route.buffers, bufs_new)})
+    new_state = tuple(stage if k == route.stage else s for k, s in enumerate(new_state))
+    return treedef.unflatten(p_new), new_state
+
+
+def _whole_step_packed(route: Route, grads, opt_state, params, updates, new_state):
+    """:func:`_whole_step` for :func:`fnopt.packed`: the stage's buffers are
+    ``{dtype name: flat array}``, the leaves of a dtype back to back in leaf
+    order; a dtype's leaves go through the kernel together or not at all (the
+    flat arrays are replaced whole)."""
+    from . import _packed
+
+    new_params = optax.apply_updates(params, updates)
+    g, treedef = jax.tree.flatten(grads)
+    p = treedef.flatten_up_to(params)
+    p_new = treedef.flatten_up_to(new_params)
+    old_stage, new_stage = opt_state[route.stage], new_state[route.stage]
+    fields = {f: dict(getattr(new_stage, f)) for f in route.buffers}
+    for name, idx in _packed.groups(g).items():
+        dtype = np.dtype(name)
+        flats = [getattr(old_stage, f).get(name) for f in route.buffers]
+        if dtype not in _fused._DTYPES or any(
+                f is None or f.ndim != 1 or np.dtype(f.dtype) != dtype for f in flats) or any(
+                np.dtype(jnp.result_type(p[i])) != dtype for i in idx):
+            continue  # XLA's result stands for this dtype
+        coef = jnp.stack([jnp.asarray(c).astype(dtype) for c in route.coefficients(opt_state, new_state, dtype)])
+        offset = 0
+        for start in range(0, len(idx), _fused.CHUNK):
+            chunk = [i for i in idx[start:start + _fused.CHUNK] if np.size(g[i]) > 0]
+            if chunk:
+                out, flats = _fused.whole_step_packed(route.kernel, coef, [jnp.asarray(g[i]) for i in chunk],
+                                                      [jnp.asarray(p[i]) for i in chunk], flats, offset)
+                for j, i in enumerate(chunk):
+                    p_new[i] = out[j]
+            offset += sum(int(np.size(g[i])) for i in idx[start:start + _fused.CHUNK])
+        for f, flat in zip(route.buffers, flats):
+            fields[f][name] = flat
+    stage = new_stage._replace(**fields)
     new_state = tuple(stage if k == route.stage else s for k, s in enumerate(new_state))
     return treedef.unflatten(p_new), new_state

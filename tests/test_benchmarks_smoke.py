@@ -30,8 +30,8 @@ def test_step_time_tiny(tmp_path):
     cases = "sgd_momentum,adam,adamw,rmsprop,adagrad,clip+adamw(warmup_cos),clip+adamw(warmup_cos)+plateau,nadam,prodigy"
     out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--cases", cases,
                 "--json", str(js), "--md", str(md)])
-    assert ("| case | fnopt ms | fnopt apply_gradients ms | optax ms | torch fused ms | torch foreach ms "
-            "| XLA roofline ms | limit ms") in out.stdout
+    assert ("| case | fnopt ms | fnopt apply_gradients ms | fnopt packed ms | optax ms | torch fused ms "
+            "| torch foreach ms | XLA roofline ms | limit ms") in out.stdout
     data = json.loads(js.read_text())
     cases = {r["case"] for r in data["results"]}
     assert {"sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "clip+adamw(warmup_cos)",
@@ -76,10 +76,14 @@ def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
     kernel = _fused._library() is not None
     for case in ("adam", "sgd_momentum"):
         assert ("fnopt_step" in results[case]["impls"]) == kernel
+        assert ("fnopt_packed" in results[case]["impls"]) == kernel
         assert ("copy_threads" in results[case]["impls"]) == kernel
         if kernel:
             assert results[case]["step_over_optax"] > 0 and results[case]["step_over_limit"] > 0
+            assert results[case]["packed_over_optax"] > 0 and results[case]["packed_over_limit"] > 0
     assert "fnopt_step" not in results["rmsprop"]["impls"]  # no whole-step route
+    assert "fnopt_packed" not in results["rmsprop"]["impls"]
+    assert "| fnopt packed ms |" in out.stdout
 
 
 def test_memory_tiny(tmp_path):

@@ -296,36 +296,76 @@ StepLeafFn<T> Pick(const T* c) {
 
 // args: coef, g[n], then kBuffers buffers of n leaves each (params first),
 // all but coef and g updated in place; rets: the kBuffers * n buffers, aliased.
-template <typename T, typename Leaf>
-ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+// Packed (fnopt.packed): the state buffers are one flat array each, the
+// chunk's leaves lying back to back from element `offset`; args: coef, g[n],
+// params[n], then the kBuffers - 1 flat state arrays; rets: params[n] and the
+// flat arrays, aliased.
+template <typename T, typename Leaf, bool kPacked>
+ffi::Error StepImpl(ffi::ThreadPool pool, int64_t offset, ffi::RemainingArgs args, ffi::RemainingRets rets) {
   constexpr size_t kCoef = Leaf::kCoef, kBuffers = Leaf::kBuffers;
   const size_t total = args.size();
-  if (total < 1 || (total - 1) % (1 + kBuffers) != 0 || rets.size() != kBuffers * ((total - 1) / (1 + kBuffers))) {
+  // leaves: n gradients, n params, and n leaves (or one flat array) per state buffer
+  const size_t per_leaf = kPacked ? 2 : 1 + kBuffers, fixed = kPacked ? 1 + (kBuffers - 1) : 1;
+  if (total < fixed || (total - fixed) % per_leaf != 0) {
     return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad operand count");
   }
-  const size_t n = (total - 1) / (1 + kBuffers);
+  const size_t n = (total - fixed) / per_leaf;
+  if (rets.size() != (kPacked ? n + kBuffers - 1 : kBuffers * n) || offset < 0) {
+    return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad result count");
+  }
   auto coef = args.get<ffi::AnyBuffer>(0);
   if (!coef.has_value()) return coef.error();
   if (coef->element_count() != kCoef) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad coefficients");
   std::array<T, kCoef> k;
   std::copy(Data<const T>(*coef), Data<const T>(*coef) + kCoef, k.begin());
   const StepLeafFn<T> fn = Pick<T, Leaf>(k.data());
+  std::array<T*, kBuffers> flat{};
+  size_t flat_size = 0;  // the smallest flat array's length
+  if (kPacked) {
+    for (size_t j = 1; j < kBuffers; ++j) {
+      auto in = args.get<ffi::AnyBuffer>(1 + 2 * n + (j - 1));
+      auto out = rets.get<ffi::AnyBuffer>(n + (j - 1));
+      if (!in.has_value() || !out.has_value()) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad buffer");
+      flat[j] = InPlace<T>(*in, **out) + offset;
+      flat_size = j == 1 ? in->element_count() : std::min(flat_size, in->element_count());
+    }
+  }
   std::vector<std::array<T*, 1 + kBuffers>> ptr(n);
   std::vector<size_t> sizes(n);
+  size_t at = 0;  // packed: the leaf's first element in the flat arrays, from offset
   for (size_t i = 0; i < n; ++i) {
     auto g = args.get<ffi::AnyBuffer>(1 + i);
     if (!g.has_value()) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad buffer");
     ptr[i][0] = Data<T>(*g);
+    sizes[i] = g->element_count();
     for (size_t j = 0; j < kBuffers; ++j) {
+      if (kPacked && j > 0) {
+        ptr[i][1 + j] = flat[j] + at;
+        continue;
+      }
       auto in = args.get<ffi::AnyBuffer>(1 + (1 + j) * n + i);
       auto out = rets.get<ffi::AnyBuffer>(j * n + i);
       if (!in.has_value() || !out.has_value()) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad buffer");
+      if (in->element_count() != sizes[i]) return ffi::Error::InvalidArgument("fnopt whole-step kernel: bad leaf size");
       ptr[i][1 + j] = InPlace<T>(*in, **out);
     }
-    sizes[i] = g->element_count();
+    at += sizes[i];
+  }
+  if (kPacked && static_cast<size_t>(offset) + at > flat_size) {
+    return ffi::Error::InvalidArgument("fnopt whole-step kernel: leaves beyond the packed state");
   }
   Run(pool, sizes, [ptr = std::move(ptr), k, fn](size_t i, size_t b, size_t e) { fn(k.data(), ptr[i].data(), b, e); });
   return ffi::Error::Success();
+}
+
+template <typename T, typename Leaf>
+ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  return StepImpl<T, Leaf, false>(pool, 0, args, rets);
+}
+
+template <typename T, typename Leaf>
+ffi::Error PackedStep(ffi::ThreadPool pool, int64_t offset, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  return StepImpl<T, Leaf, true>(pool, offset, args, rets);
 }
 
 // The bandwidth probe of benchmarks/step_time.py: x = -x in place, split
@@ -362,3 +402,13 @@ FNOPT_HANDLER(fnopt_adam_step_f64, (Step<double, AdamStepLeaf<double>>))
 FNOPT_HANDLER(fnopt_momentum_step_f32, (Step<float, MomentumStepLeaf<float>>))
 FNOPT_HANDLER(fnopt_momentum_step_f64, (Step<double, MomentumStepLeaf<double>>))
 FNOPT_HANDLER(fnopt_negate_f32, Negate<float>)
+
+#define FNOPT_PACKED_HANDLER(NAME, FN)                                                                    \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                                         \
+      NAME, FN,                                                                                          \
+      ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Attr<int64_t>("offset").RemainingArgs().RemainingRets());
+
+FNOPT_PACKED_HANDLER(fnopt_adam_step_packed_f32, (PackedStep<float, AdamStepLeaf<float>>))
+FNOPT_PACKED_HANDLER(fnopt_adam_step_packed_f64, (PackedStep<double, AdamStepLeaf<double>>))
+FNOPT_PACKED_HANDLER(fnopt_momentum_step_packed_f32, (PackedStep<float, MomentumStepLeaf<float>>))
+FNOPT_PACKED_HANDLER(fnopt_momentum_step_packed_f64, (PackedStep<double, MomentumStepLeaf<double>>))

@@ -1,0 +1,205 @@
+"""``fnopt.packed`` (issue 15): an optimizer's state as one flat array per dtype.
+
+For an elementwise optimizer the packed run must equal the unpacked one step
+for step (its definition: the same arithmetic per element), through
+``tx.update`` + ``apply_updates`` and through ``fnopt.apply_gradients`` with
+the packed whole-step kernel; Optax's own ``adam`` / ``sgd`` are independent
+oracles too. Kernel tests skip where no kernel can be built.
+"""
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fnopt
+import fnopt.flax
+from fnopt import _fused, _packed, schedules, transforms
+
+from test_apply_gradients import CONFIGS, KERNEL, assert_trees_close, needs_kernel, run, tree, two_lines, whole
+
+
+def final(step_of, tx, params, **kw):
+    """The params after ``run`` (the states' layouts differ)."""
+    return run(step_of, tx, params, **kw)[0]
+
+
+def hlo(tx, params):
+    return jax.jit(whole(tx)).lower(params, tx.init(params), 0).compile().as_text()
+
+
+def test_pack_and_unpack_against_numpy():
+    """The layout: per dtype, the leaves raveled and concatenated in leaf order;
+    None leaves and empty leaves hold no place."""
+    f32 = jnp.float32
+    t = {"a": jnp.arange(6.0, dtype=f32).reshape(2, 3), "b": None, "c": jnp.zeros((0, 4), f32), "d": jnp.asarray(7.0, f32),
+         "e": jnp.asarray([1, 2], jnp.int32), "f": jnp.asarray([0.5, 1.5], jnp.bfloat16)}
+    flat = _packed.pack(t)
+    assert sorted(flat) == ["bfloat16", "float32", "int32"]
+    np.testing.assert_array_equal(np.asarray(flat["float32"]), np.array([0, 1, 2, 3, 4, 5, 7.0], np.float32))
+    np.testing.assert_array_equal(np.asarray(flat["int32"]), [1, 2])
+    assert flat["bfloat16"].dtype == jnp.bfloat16 and flat["bfloat16"].shape == (2,)
+    back = _packed.unpack(flat, t)
+    assert jax.tree.structure(back) == jax.tree.structure(t)
+    for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(t)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    assert _packed.pack({}) == {} and _packed.unpack({}, {}) == {}
+
+
+@pytest.mark.parametrize("mode", ["0", "1"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_equals_unpacked(name, mode, monkeypatch):
+    """Packed, through update + apply and through apply_gradients (the packed
+    kernel with mode 1), equals the unpacked two lines; the tree has leaves
+    the kernel does not take (bfloat16, empty, None; float64 under x64)."""
+    if mode == "1" and not KERNEL:
+        pytest.skip("no fused kernel here")
+    monkeypatch.setenv("FNOPT_FUSED", mode)
+    expected, expected_state = run(two_lines, CONFIGS[name](), tree())
+    for step_of in (two_lines, whole):
+        got, state = run(step_of, fnopt.packed(CONFIGS[name]()), tree())
+        assert_trees_close(got, expected)
+        # the moments too: the packed state unpacks to the unpacked one
+        inner, ref = state[0], expected_state[0]
+        for field in ("mu", "nu", "trace"):
+            if hasattr(ref, field):
+                assert_trees_close(_packed.unpack(getattr(inner, field), getattr(ref, field)), getattr(ref, field))
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["adam", "sgd momentum"])
+def test_packed_kernel_is_the_step(name, monkeypatch):
+    """The packed whole-step kernel is in the program, a call per 64 leaves
+    (2 here) of a dtype, and the unpacked one is not."""
+    monkeypatch.setenv("FNOPT_FUSED", "1")
+    monkeypatch.setattr(_fused, "CHUNK", 2)
+    kind = "adam_step" if "adam" in name else "momentum_step"
+    text = hlo(fnopt.packed(CONFIGS[name]()), tree())
+    # 7 float32 leaves in leaf order b, big, deep[0], deep[1], empty, s, w: calls of
+    # 2 leaves, the empty one leaving its call with one
+    assert text.count(f"fnopt_{kind}_packed_f32") == 4
+    assert f"fnopt_{kind}_f32" not in text
+    assert_trees_close(final(whole, fnopt.packed(CONFIGS[name]()), tree()), final(two_lines, CONFIGS[name](), tree()))
+
+
+@needs_kernel
+@pytest.mark.parametrize("make, reference", [
+    (lambda: fnopt.adamw(1e-2, weight_decay=0.1), lambda: optax.adamw(1e-2, weight_decay=0.1)),
+    (lambda: fnopt.sgd(0.05, momentum=0.9, nesterov=True), lambda: optax.sgd(0.05, momentum=0.9, nesterov=True)),
+])
+def test_packed_kernel_against_optax(make, reference, monkeypatch):
+    monkeypatch.setenv("FNOPT_FUSED", "1")
+    params = tree(extra=False)
+    got, _ = run(whole, fnopt.packed(make()), params, steps=6)
+    with jax.numpy_dtype_promotion("standard"):
+        expected, _ = run(two_lines, reference(), params, steps=6)
+    assert_trees_close(got, expected, rtol={"float32": 1e-5, "float64": 1e-10})
+
+
+@pytest.mark.parametrize("make", [
+    lambda: fnopt.lion(1e-3),
+    lambda: fnopt.rmsprop(1e-2, momentum=0.5),
+    lambda: fnopt.adam(1e-2, amsgrad=True),
+    lambda: fnopt.adamw(1e-2, mu_dtype=jnp.bfloat16),
+])
+def test_other_elementwise_optimizers(make, monkeypatch):
+    """No packed kernel for these (or not for this state dtype): the two lines on
+    the packed tree, equal to the unpacked run."""
+    monkeypatch.setenv("FNOPT_FUSED", "1" if KERNEL else "0")
+    params = tree()
+    assert "_packed_f32" not in hlo(fnopt.packed(make()), params)
+    assert_trees_close(final(whole, fnopt.packed(make()), params, steps=4),
+                       final(two_lines, make(), params, steps=4), rtol={"bfloat16": 2e-2})
+
+
+@pytest.mark.parametrize("mode", ["0", "1"])
+def test_in_chains_wrappers_and_train_state(mode, monkeypatch):
+    """Inside optax.chain after global-norm clipping, inside MultiSteps, and
+    as a flax TrainState's tx (which calls apply_gradients)."""
+    if mode == "1" and not KERNEL:
+        pytest.skip("no fused kernel here")
+    monkeypatch.setenv("FNOPT_FUSED", mode)
+    params = tree(extra=False)
+    for wrap in (lambda tx: optax.chain(optax.clip_by_global_norm(0.5), tx), lambda tx: optax.MultiSteps(tx, 2)):
+        with jax.numpy_dtype_promotion("standard"):  # Optax's wrappers mix int32 counts and floats
+            assert_trees_close(final(whole, wrap(fnopt.packed(fnopt.adamw(1e-2))), params, steps=4),
+                               final(two_lines, wrap(fnopt.adamw(1e-2)), params, steps=4))
+    state = fnopt.flax.TrainState.create(apply_fn=None, params=params, tx=fnopt.packed(fnopt.adam(1e-2)))
+    ref = fnopt.flax.TrainState.create(apply_fn=None, params=params, tx=fnopt.adam(1e-2))
+    for t in range(3):
+        g = jax.tree.map(lambda p: jnp.cos(p + t), params)
+        state, ref = state.apply_gradients(grads=g), ref.apply_gradients(grads=g)
+    assert_trees_close(state.params, ref.params)
+
+
+@needs_kernel
+def test_eager_vmap_and_grad(monkeypatch):
+    """Without jit, a vmapped batch (the kernel's jnp fallback) and a
+    gradient through the step (jvp falls back too)."""
+    monkeypatch.setenv("FNOPT_FUSED", "1")
+    params = tree(extra=False)
+    assert_trees_close(final(whole, fnopt.packed(fnopt.adamw(1e-2)), params, steps=3, jit=False),
+                       final(two_lines, fnopt.adamw(1e-2), params, steps=3, jit=False))
+    for make in (lambda: fnopt.adam(1e-2), lambda: fnopt.sgd(0.05, momentum=0.9)):
+        batch = jax.tree.map(lambda x: jnp.stack([x, 2 * x, -x]), params)
+
+        def two(step_of, tx, p):
+            s = tx.init(p)
+            p, s = step_of(tx)(p, s, 0)
+            return step_of(tx)(p, s, 1)[0]
+
+        got = jax.jit(jax.vmap(lambda p: two(whole, fnopt.packed(make()), p)))(batch)
+        assert_trees_close(got, jax.jit(jax.vmap(lambda p: two(two_lines, make(), p)))(batch))
+
+    def loss(step_of, tx, scale):
+        p = jax.tree.map(lambda x: x * scale, params)
+        p, _ = step_of(tx)(p, tx.init(p), 0)
+        return sum(jnp.sum(x) for x in jax.tree.leaves(p))
+
+    np.testing.assert_allclose(jax.grad(lambda s: loss(whole, fnopt.packed(fnopt.adam(1e-2)), s))(1.5),
+                               jax.grad(lambda s: loss(two_lines, fnopt.adam(1e-2), s))(1.5), rtol=1e-5)
+
+
+def test_state_checkpoints_and_resumes(monkeypatch):
+    """The packed state is a plain pytree of arrays: through Flax's state
+    dict and NumPy and back, the run continues as if never interrupted."""
+    monkeypatch.setenv("FNOPT_FUSED", "1" if KERNEL else "0")
+    tx = fnopt.packed(fnopt.adam(schedules.cosine_decay(1e-2, 10)))
+    step = jax.jit(whole(tx))
+    params = tree(extra=False)
+    state = tx.init(params)
+    for t in range(3):
+        params, state = step(params, state, t)
+    saved = jax.tree.map(np.asarray, flax.serialization.to_state_dict(state))
+    restored = flax.serialization.from_state_dict(tx.init(params), jax.tree.map(jnp.asarray, saved))
+    a, b = (params, state), (params, restored)
+    for t in range(3, 6):
+        a, b = step(*a, t), step(*b, t)
+    assert_trees_close(a, b, rtol={"float32": 0.0, "float64": 0.0})
+
+
+def test_empty_tree_and_errors():
+    tx = fnopt.packed(fnopt.adam(1e-2))
+    params, state = fnopt.apply_gradients(tx, {}, tx.init({}), {})
+    assert params == {}
+    with pytest.raises(TypeError, match=r"fnopt\.packed\(tx=\.\.\.\)"):
+        fnopt.packed(optax.adam)  # the factory, not a transformation
+    p = {"w": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2)}
+    with pytest.raises(ValueError, match=r"fnopt\.packed: gradient leaf .* bfloat16"):
+        tx.update({"w": jnp.ones(3), "b": jnp.ones(2)}, tx.init(p), p)
+    with pytest.raises(ValueError, match=r"fnopt\.packed: .*different structures"):
+        tx.update({"w": jnp.ones(3)}, tx.init(p), p)
+    with pytest.raises(ValueError):  # a group tree no longer matches the packed params
+        fnopt.packed(fnopt.adam({"w": 1e-2, "b": 1e-3})).init(p)
+
+
+def test_global_norm_clipping_inside_is_unchanged(monkeypatch):
+    """A global statistic (the gradient's global norm) is the same over the
+    packed vectors as over the leaves."""
+    monkeypatch.setenv("FNOPT_FUSED", "0")
+    make = lambda: fnopt.chain(transforms.clip_by_global_norm(0.1), fnopt.adam(1e-2))  # noqa: E731
+    assert_trees_close(final(two_lines, fnopt.packed(make()), tree(extra=False), steps=4),
+                       final(two_lines, make(), tree(extra=False), steps=4))
