@@ -14,7 +14,9 @@ arithmetic order of the XLA path:
   which fuses it with the learning rate and ``apply_updates`` into the one
   loop per leaf that writes the params (``tx.update`` must return updates);
 * the whole-step kernels, reached through :func:`fnopt.apply_gradients`,
-  update the params too: a step is one call per 64 leaves and no XLA loop.
+  update the params too: a step is one call per 64 leaves and no XLA loop;
+  their packed variants take the state of :func:`fnopt.packed` (one flat
+  array per dtype and buffer) with the params' own leaves.
 
 The library is built from C++ at first use, when a compiler exists, into a
 cache directory (``$FNOPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fnopt``, else

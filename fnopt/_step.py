@@ -107,7 +107,9 @@ def apply_gradients(tx: Any, grads: Any, opt_state: Any, params: Any, **extra_ar
     whose state has its dtype are updated in place, a kernel call per dtype
     and 64 leaves, instead of an XLA loop per leaf and buffer. Everything else
     (other optimizers, ``tx`` wrapped in ``optax.chain`` or ``MultiSteps``,
-    GPUs, other dtypes) takes the two lines above. Results equal them up to
+    GPUs, other dtypes) takes the two lines above. ``fnopt.packed(tx)`` of
+    those aliases takes the kernel too, its state one flat array per dtype
+    (fewer arrays per step on a tree of many small leaves). Results equal them up to
     float reassociation (the kernel contracts ``a * b + c`` into fused
     multiply-adds as XLA:CPU does).
 
