@@ -102,11 +102,13 @@ def packed(tx: optax.GradientTransformation) -> optax.GradientTransformation:
         (6,)
         >>> grads = {"b": jnp.ones(2), "w": jnp.ones((2, 2))}
         >>> params, state = fnopt.apply_gradients(opt, grads, state, params)
-        >>> params["w"].tolist()
-        [[0.9000000357627869, 0.9000000357627869], [0.9000000357627869, 0.9000000357627869]]
+        >>> [round(x, 4) for x in params["w"].ravel().tolist()]
+        [0.9, 0.9, 0.9, 0.9]
     """
     if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
         raise TypeError(f"fnopt.packed(tx=...) needs an optax.GradientTransformation, got {tx!r}")
+    route = _step._route_of(tx)
+    tx = optax.with_extra_args_support(tx)  # forwards value=... only to a tx that takes it
 
     def init_fn(params):
         return tx.init(pack(params))
@@ -119,7 +121,6 @@ def packed(tx: optax.GradientTransformation) -> optax.GradientTransformation:
         return unpack(flat_updates, updates), state
 
     out = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    route = _step._route_of(tx)
     if route is not None:
         _step.register(out, _step.Route(route.kernel, route.stage, route.buffers, route.coefficients, packed=True))
     return out

@@ -203,3 +203,23 @@ def test_global_norm_clipping_inside_is_unchanged(monkeypatch):
     make = lambda: fnopt.chain(transforms.clip_by_global_norm(0.1), fnopt.adam(1e-2))  # noqa: E731
     assert_trees_close(final(two_lines, fnopt.packed(make()), tree(extra=False), steps=4),
                        final(two_lines, make(), tree(extra=False), steps=4))
+
+
+def test_value_reaches_the_plateau_and_plain_optax_ignores_it(monkeypatch):
+    """``value=`` goes to the packed ``tx`` (a plateau stage sees the metric and
+    cuts the learning rate as the unpacked chain does); a plain Optax
+    transformation, which takes no extra arguments, runs packed too."""
+    monkeypatch.setenv("FNOPT_FUSED", "0")
+    make = lambda: fnopt.chain(fnopt.adam(1e-2), transforms.reduce_on_plateau(factor=0.5, patience=1))  # noqa: E731
+    params = tree(extra=False)
+    runs = []
+    for tx in (fnopt.packed(make()), make()):
+        p, s = params, tx.init(params)
+        for t in range(6):
+            p, s = fnopt.apply_gradients(tx, jax.tree.map(jnp.cos, p), s, p, value=jnp.asarray(1.0))
+        runs.append((p, fnopt.hyperparams(s)["learning_rate"]))
+    assert_trees_close(runs[0][0], runs[1][0])
+    assert float(runs[0][1]) == float(runs[1][1]) < 1e-2  # the flat metric cut the LR
+    tx = fnopt.packed(optax.sgd(0.1))
+    p, _ = fnopt.apply_gradients(tx, {"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}), {"w": jnp.ones(2)}, value=1.0)
+    np.testing.assert_allclose(np.asarray(p["w"]), [0.9, 0.9], rtol=1e-6)
