@@ -171,9 +171,14 @@ def _whole_step(route: Route, grads, opt_state, params, updates, new_state):
                 p_new[i] = out[0][j]
                 for k, b in enumerate(bufs_new):
                     b[i] = out[1 + k][j]
-    stage = new_stage._replace(**{f: treedef.unflatten(b) for f, b in zip(route.buffers, bufs_new)})
-    new_state = tuple(stage if k == route.stage else s for k, s in enumerate(new_state))
-    return treedef.unflatten(p_new), new_state
+    return treedef.unflatten(p_new), _with_buffers(route, new_state,
+                                                   {f: treedef.unflatten(b) for f, b in zip(route.buffers, bufs_new)})
+
+
+def _with_buffers(route: Route, state: tuple, buffers: dict[str, Any]) -> tuple:
+    """The chain state ``state`` with the route's stage's buffer fields replaced."""
+    stage = state[route.stage]._replace(**buffers)
+    return tuple(stage if k == route.stage else s for k, s in enumerate(state))
 
 
 def _whole_step_packed(route: Route, grads, opt_state, params, updates, new_state):
@@ -188,7 +193,7 @@ def _whole_step_packed(route: Route, grads, opt_state, params, updates, new_stat
     p = treedef.flatten_up_to(params)
     p_new = treedef.flatten_up_to(new_params)
     old_stage, new_stage = opt_state[route.stage], new_state[route.stage]
-    fields = {f: dict(getattr(new_stage, f)) for f in route.buffers}
+    fields = {f: dict(getattr(new_stage, f)) for f in route.buffers}  # dtypes the kernel skips keep XLA's
     for name, idx in _packed.groups(g).items():
         dtype = np.dtype(name)
         flats = [getattr(old_stage, f).get(name) for f in route.buffers]
@@ -197,17 +202,14 @@ def _whole_step_packed(route: Route, grads, opt_state, params, updates, new_stat
                 np.dtype(jnp.result_type(p[i])) != dtype for i in idx):
             continue  # XLA's result stands for this dtype
         coef = jnp.stack([jnp.asarray(c).astype(dtype) for c in route.coefficients(opt_state, new_state, dtype)])
-        offset = 0
+        offsets = np.cumsum([0] + [int(np.size(g[i])) for i in idx])  # where each leaf starts in the flat arrays
         for start in range(0, len(idx), _fused.CHUNK):
-            chunk = [i for i in idx[start:start + _fused.CHUNK] if np.size(g[i]) > 0]
+            chunk = [i for i in idx[start:start + _fused.CHUNK] if np.size(g[i]) > 0]  # empty: no place, no work
             if chunk:
                 out, flats = _fused.whole_step_packed(route.kernel, coef, [jnp.asarray(g[i]) for i in chunk],
-                                                      [jnp.asarray(p[i]) for i in chunk], flats, offset)
+                                                      [jnp.asarray(p[i]) for i in chunk], flats, int(offsets[start]))
                 for j, i in enumerate(chunk):
                     p_new[i] = out[j]
-            offset += sum(int(np.size(g[i])) for i in idx[start:start + _fused.CHUNK])
         for f, flat in zip(route.buffers, flats):
             fields[f][name] = flat
-    stage = new_stage._replace(**fields)
-    new_state = tuple(stage if k == route.stage else s for k, s in enumerate(new_state))
-    return treedef.unflatten(p_new), new_state
+    return treedef.unflatten(p_new), _with_buffers(route, new_state, fields)

@@ -252,3 +252,60 @@ def test_nnx_optimizer():
     assert_trees_close(packed_params, params)
     sizes = [x.size for x in jax.tree.leaves(nnx.state(opt, nnx.OptState)) if x.ndim == 1 and x.size > 1]
     assert sizes == [3 * 8 + 8 + 8 + 1] * 2  # mu and nu, one flat float32 array each
+
+
+@pytest.mark.parametrize("bad", [True, "adam", None, 0.1, jnp.ones(3)])
+def test_not_a_transformation_is_an_error(bad):
+    with pytest.raises(TypeError, match=r"fnopt\.packed\(tx=\.\.\.\)"):
+        fnopt.packed(bad)
+
+
+WRAPPED = {
+    "partition, one group empty": lambda: optax.partition(
+        {"a": fnopt.packed(fnopt.adamw(1e-2)), "b": fnopt.packed(fnopt.sgd(0.05, momentum=0.9))},
+        lambda p: {k: "a" for k in p}),
+    "masked": lambda: optax.masked(fnopt.packed(fnopt.adam(1e-2)), lambda p: {k: k != "b" for k in p}),
+    "masked out entirely": lambda: optax.masked(fnopt.packed(fnopt.adam(1e-2)), lambda p: {k: False for k in p}),
+    "inject_hyperparams": lambda: fnopt.packed(optax.inject_hyperparams(fnopt.adam)(learning_rate=1e-2)),
+}
+UNPACKED = {
+    "partition, one group empty": lambda: optax.partition(
+        {"a": fnopt.adamw(1e-2), "b": fnopt.sgd(0.05, momentum=0.9)}, lambda p: {k: "a" for k in p}),
+    "masked": lambda: optax.masked(fnopt.adam(1e-2), lambda p: {k: k != "b" for k in p}),
+    "masked out entirely": lambda: optax.masked(fnopt.adam(1e-2), lambda p: {k: False for k in p}),
+    "inject_hyperparams": lambda: optax.inject_hyperparams(fnopt.adam)(learning_rate=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", list(WRAPPED))
+def test_inside_optax_wrappers(name, monkeypatch):
+    """A packed tx inside partition (with an empty group), masked (also
+    masked out entirely) and around inject_hyperparams: the unpacked run."""
+    monkeypatch.setenv("FNOPT_FUSED", "1" if KERNEL else "0")
+    params = tree(extra=False)
+    with jax.numpy_dtype_promotion("standard"):  # Optax's wrappers mix Python scalars and int32 counts
+        assert_trees_close(final(whole, WRAPPED[name](), params, steps=3),
+                           final(two_lines, UNPACKED[name](), params, steps=3))
+
+
+@needs_kernel
+@pytest.mark.parametrize("make", [lambda: fnopt.adamw(jnp.asarray(3e-3), weight_decay=0.1),
+                                  lambda: fnopt.sgd(0.05, momentum=0.9, nesterov=True)])
+def test_nonfinite_and_huge_gradients(make, monkeypatch):
+    """NaN, inf, 1e30 and 0 gradients through the packed kernel give the unpacked
+    XLA path's NaN / inf positions and finite values."""
+    monkeypatch.setenv("FNOPT_FUSED", "1")
+    params = tree(extra=False)
+    grads = jax.tree.map(jnp.ones_like, params)
+    grads["b"] = jnp.array([jnp.nan, jnp.inf, -jnp.inf, 1e30, 0.0], jnp.float32)
+    tx, ref = fnopt.packed(make()), make()
+    got, _ = jax.jit(lambda g, s, p: fnopt.apply_gradients(tx, g, s, p))(grads, tx.init(params), params)
+    reference = jax.jit(lambda g, s, p: optax.apply_updates(p, ref.update(g, s, p)[0]))
+    expected = reference(grads, ref.init(params), params)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        x, y = np.asarray(x), np.asarray(y)
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y))
+        np.testing.assert_array_equal(np.isinf(x), np.isinf(y))
+        finite = np.isfinite(y)
+        scale = np.max(np.abs(y[finite]), initial=0.0)  # relative to the leaf's largest value, as elsewhere
+        np.testing.assert_allclose(x[finite], y[finite], rtol=0, atol=2e-6 * scale)
