@@ -392,7 +392,7 @@ def compile_times(makers: dict[str, Callable[[], tuple]], reps: int, loop: int =
     return {n: statistics.median(v) for n, v in times.items()}, compiled
 
 
-def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3, loop=1):
+def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3, loop=1, marginal=0):
     fn_make, ox_make, k, with_value, tspec = CASES[case]
     params0 = make_tree(shapes, seed)
     grads = make_tree(shapes, seed + 1)
@@ -416,21 +416,20 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
         # the same alias with its state packed into one array per dtype
         makers["fnopt_packed"] = maker(lambda: fnopt.packed(fn_make()), make_whole_step)
     compile_s, compiled = compile_times(makers, compile_reps, loop)
+    steppers = {"fnopt": (make_step, fn_tx), "fnopt_step": (make_whole_step, fn_tx),
+                "fnopt_packed": (make_whole_step, fnopt.packed(fn_tx)), "optax": (make_step, ox_tx)}
     runners: dict[str, Any] = {}
-    p = fresh_params()
-    runners["fnopt"] = JaxRunner(make_step(fn_tx, with_value), p, fn_tx.init(p), grads, value, compiled["fnopt"], loop)
-    if "fnopt_step" in compiled:
-        p = fresh_params()
-        runners["fnopt_step"] = JaxRunner(make_whole_step(fn_tx, with_value), p, fn_tx.init(p), grads, value,
-                                          compiled["fnopt_step"], loop)
-    if "fnopt_packed" in compiled:
-        p = fresh_params()
-        packed_tx = fnopt.packed(fn_tx)
-        runners["fnopt_packed"] = JaxRunner(make_whole_step(packed_tx, with_value), p, packed_tx.init(p), grads, value,
-                                            compiled["fnopt_packed"], loop)
-    p = fresh_params()
-    runners["optax"] = JaxRunner(make_step(ox_tx, with_value), p, ox_tx.init(p), grads, value, compiled["optax"], loop)
+
+    def add_runners(executables, k, suffix=""):
+        for n, exe in executables.items():
+            stepper, tx = steppers[n]
+            p = fresh_params()
+            runners[n + suffix] = JaxRunner(stepper(tx, with_value), p, tx.init(p), grads, value, exe, k)
+
+    add_runners(compiled, loop)
     del compiled
+    if marginal:  # the same steps, `marginal` per call: the slope between the two is the step without the call
+        add_runners(compile_times(makers, 1, marginal)[1], marginal, f"@{marginal}")
     p = fresh_params()
     roof_state = tuple(jax.tree.map(jnp.zeros_like, p) for _ in range(k))
     runners["roofline"] = JaxRunner(roofline_step, p, roof_state, grads, value, loop=loop)
@@ -464,6 +463,13 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
         }
         r_.close()
     ms = {n: v["ms"] for n, v in out["impls"].items()}
+    if marginal:  # per rep, the slope between the two loop lengths (paired: timed next to each other)
+        out["marginal"] = marginal
+        for n in steppers:
+            if f"{n}@{marginal}" in times:
+                slope = [(t_long * marginal - t_short * loop) / (marginal - loop)
+                         for t_short, t_long in zip(times[n], times[f"{n}@{marginal}"])]
+                out["impls"][n]["marginal_ms"] = statistics.median(slope) * 1e3
     # the faster of the two copy kernels: XLA's (one thread) and, with the fused
     # kernel built, fnopt's (all threads)
     copy_ms = min(ms["copy"], ms.get("copy_threads", float("inf")))
@@ -486,6 +492,12 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
     out["packed_over_optax"] = packed_ms / ms["optax"] if packed_ms else None
     out["packed_over_limit"] = packed_ms / out["limit_ms"] if packed_ms else None
     out["packed_over_torch"] = packed_ms / torch_ms if packed_ms and torch_ms else None
+    if marginal:  # the marginal step against Optax's marginal step, the limit and torch (no call boundary)
+        out["marginal_ratios"] = {
+            n: {"optax": im["marginal_ms"] / out["impls"]["optax"]["marginal_ms"],
+                "limit": im["marginal_ms"] / out["limit_ms"],
+                "torch": im["marginal_ms"] / torch_ms if torch_ms else None}
+            for n, im in out["impls"].items() if "marginal_ms" in im}
     return out
 
 
@@ -544,6 +556,26 @@ def markdown(results) -> str:
                 f"| {r['optax_over_limit']:.2f} | {fmt(g('fnopt', 'compile_s'))} | {fmt(g('fnopt_step', 'compile_s'))} "
                 f"| {fmt(g('fnopt_packed', 'compile_s'))} | {fmt(g('optax', 'compile_s'))} | {fus} |")
         lines.append("")
+    marg = [r for r in results if r.get("marginal")]
+    for tree in dict.fromkeys(r["tree"] for r in marg):
+        rs = [r for r in marg if r["tree"] == tree]
+        lines.append(f"### {tree}: marginal per-step times, the slope between {rs[0]['loop']} and "
+                     f"{rs[0]['marginal']} steps per call (the call boundary taken out)\n")
+        lines.append("| case | fnopt ms | step ms | packed ms | optax ms | torch fused ms | limit ms | fnopt/optax "
+                     "| step/optax | packed/optax | step/limit | packed/limit | step/torch | packed/torch |")
+        lines.append("|" + "---|" * 14)
+        for r in rs:
+            im, mr = r["impls"], r["marginal_ratios"]
+            m = lambda n: im[n].get("marginal_ms") if n in im else None  # noqa: E731
+            q = lambda n, k: mr[n][k] if n in mr else None  # noqa: E731
+            lines.append(
+                f"| {r['case']} | {fmt(m('fnopt'))} | {fmt(m('fnopt_step'))} | {fmt(m('fnopt_packed'))} "
+                f"| {fmt(m('optax'))} | {fmt(im['torch_fused']['ms'] if 'torch_fused' in im else None)} "
+                f"| {fmt(r['limit_ms'])} | {fmt(q('fnopt', 'optax'))} | {fmt(q('fnopt_step', 'optax'))} "
+                f"| {fmt(q('fnopt_packed', 'optax'))} | {fmt(q('fnopt_step', 'limit'))} "
+                f"| {fmt(q('fnopt_packed', 'limit'))} | {fmt(q('fnopt_step', 'torch'))} "
+                f"| {fmt(q('fnopt_packed', 'torch'))} |")
+        lines.append("")
     lines.append("fnopt: `tx.update` + `optax.apply_updates`; fnopt apply_gradients: `fnopt.apply_gradients` "
                  "(the fused kernel's whole step, where it applies: FNOPT_FUSED unset, auto or 1); "
                  "step/...: its ratios; fnopt packed: the same step with `fnopt.packed(tx)` (the state as one array "
@@ -569,6 +601,10 @@ def main(argv=None):
     ap.add_argument("--loop", type=int, default=1,
                     help="steps per jitted call, in a lax.fori_loop (a jit-compiled training loop); times are "
                          "per step. 1 (default): one step per call, JAX's per-array call overhead included")
+    ap.add_argument("--marginal", type=int, default=0,
+                    help="also run every JAX step this many steps per call (more than --loop) and report the "
+                         "marginal per-step time, the slope between the two (what a step costs in a long "
+                         "jit-compiled loop, JAX's per-array call cost taken out); 0 (default): off")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", dest="json_path")
     ap.add_argument("--md", dest="md_path")
@@ -583,6 +619,8 @@ def main(argv=None):
     for c in cases:
         if c not in CASES:
             ap.error(f"unknown case {c!r}")
+    if args.marginal and args.marginal <= max(1, args.loop):
+        ap.error(f"--marginal {args.marginal} must exceed --loop {args.loop}")
     use_torch = not args.no_torch
     if use_torch:
         try:
@@ -595,7 +633,7 @@ def main(argv=None):
         shapes = TREES[tree]()
         for case in cases:
             r = bench_case(tree, shapes, case, reps, use_torch, compile_reps=1 if args.tiny else args.compile_reps,
-                           loop=max(1, args.loop))
+                           loop=max(1, args.loop), marginal=args.marginal)
             r["leaves"] = len(shapes)
             results.append(r)
             print(f"# {tree:12s} {case:32s} fnopt {r['impls']['fnopt']['ms']:8.2f} ms  "

@@ -69,10 +69,15 @@ def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
     js = tmp_path / "step.json"
     monkeypatch.setenv("FNOPT_FUSED", "auto")
     out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--tree", "many", "--cases",
-                "adam,sgd_momentum,rmsprop", "--loop", "3", "--json", str(js)])
+                "adam,sgd_momentum,rmsprop", "--loop", "3", "--marginal", "5", "--json", str(js)])
     assert "3 steps per call in a lax.fori_loop" in out.stdout
+    assert "marginal per-step times, the slope between 3 and 5 steps per call" in out.stdout
     results = {r["case"]: r for r in json.loads(js.read_text())["results"]}
-    assert all(r["loop"] == 3 and r["limit_ms"] > 0 for r in results.values())
+    assert all(r["loop"] == 3 and r["marginal"] == 5 and r["limit_ms"] > 0 for r in results.values())
+    for r in results.values():  # every JAX step ran at both lengths
+        assert {"fnopt", "optax"} <= set(r["marginal_ratios"])
+        assert all(isinstance(r["impls"][n]["marginal_ms"], float) for n in r["marginal_ratios"])
+        assert all(f"{n}@5" in r["impls"] for n in r["marginal_ratios"])
     kernel = _fused._library() is not None
     for case in ("adam", "sgd_momentum"):
         assert ("fnopt_step" in results[case]["impls"]) == kernel
@@ -84,6 +89,14 @@ def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
     assert "fnopt_step" not in results["rmsprop"]["impls"]  # no whole-step route
     assert "fnopt_packed" not in results["rmsprop"]["impls"]
     assert "| fnopt packed ms |" in out.stdout
+    if kernel:
+        assert {"fnopt_step", "fnopt_packed"} <= set(results["adam"]["marginal_ratios"])
+
+
+def test_step_time_marginal_must_exceed_loop():
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--loop", "4", "--marginal", "4"])
+    assert "--marginal 4 must exceed --loop 4" in err.value.stderr
 
 
 def test_memory_tiny(tmp_path):
