@@ -16,6 +16,11 @@ physical limit of a case is that traffic at the measured bandwidth.
     python benchmarks/step_time.py --tree all --reps 15 --json out.json --md out.md
     python benchmarks/step_time.py --tiny          # smoke test
     python benchmarks/step_time.py --tiny --tree many --cases adam
+    python benchmarks/step_time.py --tree many --cases adam --loop 10 --marginal 40   # the step without the call
+
+``--loop K`` runs K steps per call in a ``lax.fori_loop``; ``--marginal N``
+also runs every JAX step N per call and reports the slope between the two
+lengths, the cost of one more step in a long jit-compiled loop.
 """
 
 from __future__ import annotations

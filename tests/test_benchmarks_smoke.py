@@ -49,30 +49,25 @@ def test_step_time_tiny(tmp_path):
     assert "| clip+adamw(warmup_cos)+plateau |" in md.read_text()
 
 
-def test_step_time_tiny_many_leaves(tmp_path):
-    """--tree many at smoke-test size: the many-leaf layout (issue 15)."""
-    js = tmp_path / "step.json"
-    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--tree", "all", "--cases",
-                "adam,sgd_momentum", "--json", str(js)])
-    assert "### tiny_many: 60 leaves" in out.stdout and "### tiny: 4 leaves" in out.stdout
-    results = json.loads(js.read_text())["results"]
-    assert {(r["tree"], r["case"]) for r in results} == {
-        (t, c) for t in ("tiny", "tiny_many") for c in ("adam", "sgd_momentum")}
-    assert all(r["limit_ms"] > 0 and r["fnopt_over_limit"] > 0 for r in results)
-
-
 def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
-    """--loop (steps inside a lax.fori_loop) and, with the fused kernel, the
-    ``fnopt.apply_gradients`` column and the threaded copy probe (issue 15)."""
+    """--tree all at smoke-test size (the many-leaf layout), --loop (steps
+    inside a lax.fori_loop), --marginal and, with the fused kernel, the
+    ``fnopt.apply_gradients`` and packed columns and the threaded copy probe
+    (issue 15)."""
     from fnopt import _fused
 
     js = tmp_path / "step.json"
     monkeypatch.setenv("FNOPT_FUSED", "auto")
-    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--tree", "many", "--cases",
+    out = _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--tree", "all", "--cases",
                 "adam,sgd_momentum,rmsprop", "--loop", "3", "--marginal", "5", "--json", str(js)])
+    assert "### tiny_many: 60 leaves" in out.stdout and "### tiny: 4 leaves" in out.stdout
     assert "3 steps per call in a lax.fori_loop" in out.stdout
     assert "marginal per-step times, the slope between 3 and 5 steps per call" in out.stdout
-    results = {r["case"]: r for r in json.loads(js.read_text())["results"]}
+    every = json.loads(js.read_text())["results"]
+    assert {(r["tree"], r["case"]) for r in every} == {
+        (t, c) for t in ("tiny", "tiny_many") for c in ("adam", "sgd_momentum", "rmsprop")}
+    assert all(r["limit_ms"] > 0 and r["fnopt_over_limit"] > 0 for r in every)
+    results = {r["case"]: r for r in every if r["tree"] == "tiny_many"}
     assert all(r["loop"] == 3 and r["marginal"] == 5 and r["limit_ms"] > 0 for r in results.values())
     for r in results.values():  # every JAX step ran at both lengths
         assert {"fnopt", "optax"} <= set(r["marginal_ratios"])
