@@ -11,8 +11,8 @@ from ._adadelta import adadelta as adadelta
 from ._adafactor import adafactor as adafactor
 from ._adam import adam as adam
 from ._adam import adamw as adamw
-from ._adam import radam as radam
-from ._adam import ranger as ranger
+from ._radam import radam as radam
+from ._radam import ranger as ranger
 from ._lion import lion as lion
 from ._momentum import sgd as sgd
 from ._muon import muon as muon

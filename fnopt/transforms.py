@@ -18,11 +18,11 @@ from ._averaging import AverageParamsState as AverageParamsState
 from ._averaging import average_params as average_params
 from ._rms import ScaleByAdagradState as ScaleByAdagradState
 from ._adam import ScaleByAdamState as ScaleByAdamState
-from ._adam import ScaleByRAdamState as ScaleByRAdamState
+from ._radam import ScaleByRAdamState as ScaleByRAdamState
 from ._rms import ScaleByRmsState as ScaleByRmsState
 from ._rms import scale_by_adagrad as scale_by_adagrad
 from ._adam import scale_by_adam as scale_by_adam
-from ._adam import scale_by_radam as scale_by_radam
+from ._radam import scale_by_radam as scale_by_radam
 from ._rms import scale_by_rms as scale_by_rms
 from ._cooldown import CooldownState as CooldownState
 from ._cooldown import cooldown as cooldown
