@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fnopt
 import fnopt.flax
@@ -310,3 +312,33 @@ def test_nonfinite_and_huge_gradients(make, monkeypatch):
         finite = np.isfinite(y)
         scale = np.max(np.abs(y[finite]), initial=0.0)  # relative to the leaf's largest value, as elsewhere
         np.testing.assert_allclose(x[finite], y[finite], rtol=0, atol=2e-6 * scale)
+
+
+# Leaf shapes for the random trees: scalars, empty leaves and None (no place
+# in the packed arrays), sizes around a vector register and a 64-leaf chunk.
+SHAPES = [(), (1,), (3,), (2, 3), (0,), (0, 2), (17,), (65,), None]
+
+
+@needs_kernel
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(shapes=st.lists(st.sampled_from(SHAPES), max_size=7), half=st.lists(st.booleans(), min_size=7, max_size=7),
+       name=st.sampled_from(["adam", "adam coupled decay, maximize", "sgd nesterov, decay", "sgd momentum"]),
+       chunk=st.sampled_from([1, 2, 64]), seed=st.integers(0, 2**16))
+def test_random_trees_equal_unpacked(shapes, half, name, chunk, seed, monkeypatch):
+    """Property: on any tree (any mix of scalar, empty, None, float32 and
+    bfloat16 leaves, kernel calls of 1, 2 or 64 leaves, so that chunks start
+    at every offset), the packed kernel's step equals the unpacked two lines,
+    params and moments."""
+    monkeypatch.setenv("FNOPT_FUSED", "1")
+    monkeypatch.setattr(_fused, "CHUNK", chunk)
+    rng = np.random.default_rng(seed)
+    params = {f"p{i}": None if s is None else jnp.asarray(rng.standard_normal(s), jnp.bfloat16 if h else jnp.float32)
+              for i, (s, h) in enumerate(zip(shapes, half))}
+    expected, expected_state = run(two_lines, CONFIGS[name](), params, steps=3)
+    got, state = run(whole, fnopt.packed(CONFIGS[name]()), params, steps=3)
+    assert_trees_close(got, expected)
+    for field in ("mu", "nu", "trace"):
+        ref = getattr(expected_state[0], field, None)
+        if ref is not None:
+            assert_trees_close(_packed.unpack(getattr(state[0], field), ref), ref)
