@@ -425,11 +425,11 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
                 "fnopt_packed": (make_whole_step, fnopt.packed(fn_tx)), "optax": (make_step, ox_tx)}
     runners: dict[str, Any] = {}
 
-    def add_runners(executables, k, suffix=""):
+    def add_runners(executables, steps_per_call, suffix=""):
         for n, exe in executables.items():
             stepper, tx = steppers[n]
             p = fresh_params()
-            runners[n + suffix] = JaxRunner(stepper(tx, with_value), p, tx.init(p), grads, value, exe, k)
+            runners[n + suffix] = JaxRunner(stepper(tx, with_value), p, tx.init(p), grads, value, exe, steps_per_call)
 
     add_runners(compiled, loop)
     del compiled
