@@ -397,6 +397,13 @@ def compile_times(makers: dict[str, Callable[[], tuple]], reps: int, loop: int =
     return {n: statistics.median(v) for n, v in times.items()}, compiled
 
 
+def marginal_step(t_short: float, short: int, t_long: float, long: int) -> float:
+    """The cost of one more step: the slope between two calls of ``short`` and
+    ``long`` steps, each timed per step (call time / steps), so that a fixed
+    cost per call drops out."""
+    return (t_long * long - t_short * short) / (long - short)
+
+
 def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3, loop=1, marginal=0):
     fn_make, ox_make, k, with_value, tspec = CASES[case]
     params0 = make_tree(shapes, seed)
@@ -408,27 +415,28 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
     def fresh_params():
         return jax.tree.map(jnp.copy, params0)
 
-    def maker(make, stepper=make_step):
+    # each JAX implementation: how to build its tx, and its step function
+    fn_tx = fn_make()
+    impls = {"fnopt": (fn_make, make_step), "optax": (ox_make, make_step)}
+    if has_whole_step(fn_tx):  # fnopt.apply_gradients takes the whole-step kernel
+        impls["fnopt_step"] = (fn_make, make_whole_step)
+        # the same alias with its state packed into one array per dtype
+        impls["fnopt_packed"] = (lambda: fnopt.packed(fn_make()), make_whole_step)
+
+    def maker(make, stepper):
         def build():
             tx = make()
             return stepper(tx, with_value), (params0, tx.init(params0), grads, value)
         return build
 
-    fn_tx, ox_tx = fn_make(), ox_make()
-    makers = {"fnopt": maker(fn_make), "optax": maker(ox_make)}
-    if has_whole_step(fn_tx):  # fnopt.apply_gradients takes the whole-step kernel
-        makers["fnopt_step"] = maker(fn_make, make_whole_step)
-        # the same alias with its state packed into one array per dtype
-        makers["fnopt_packed"] = maker(lambda: fnopt.packed(fn_make()), make_whole_step)
+    makers = {n: maker(make, stepper) for n, (make, stepper) in impls.items()}
     compile_s, compiled = compile_times(makers, compile_reps, loop)
-    steppers = {"fnopt": (make_step, fn_tx), "fnopt_step": (make_whole_step, fn_tx),
-                "fnopt_packed": (make_whole_step, fnopt.packed(fn_tx)), "optax": (make_step, ox_tx)}
     runners: dict[str, Any] = {}
 
     def add_runners(executables, steps_per_call, suffix=""):
         for n, exe in executables.items():
-            stepper, tx = steppers[n]
-            p = fresh_params()
+            make, stepper = impls[n]
+            tx, p = make(), fresh_params()
             runners[n + suffix] = JaxRunner(stepper(tx, with_value), p, tx.init(p), grads, value, exe, steps_per_call)
 
     add_runners(compiled, loop)
@@ -470,11 +478,10 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
     ms = {n: v["ms"] for n, v in out["impls"].items()}
     if marginal:  # per rep, the slope between the two loop lengths (paired: timed next to each other)
         out["marginal"] = marginal
-        for n in steppers:
-            if f"{n}@{marginal}" in times:
-                slope = [(t_long * marginal - t_short * loop) / (marginal - loop)
-                         for t_short, t_long in zip(times[n], times[f"{n}@{marginal}"])]
-                out["impls"][n]["marginal_ms"] = statistics.median(slope) * 1e3
+        for n in impls:
+            slope = [marginal_step(t_short, loop, t_long, marginal)
+                     for t_short, t_long in zip(times[n], times[f"{n}@{marginal}"])]
+            out["impls"][n]["marginal_ms"] = statistics.median(slope) * 1e3
     # the faster of the two copy kernels: XLA's (one thread) and, with the fused
     # kernel built, fnopt's (all threads)
     copy_ms = min(ms["copy"], ms.get("copy_threads", float("inf")))

@@ -88,6 +88,19 @@ def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
         assert {"fnopt_step", "fnopt_packed"} <= set(results["adam"]["marginal_ratios"])
 
 
+def test_marginal_step_removes_a_fixed_cost_per_call():
+    """Calls of k steps cost C + k s; timed per step ((C + k s) / k) at two
+    lengths, the slope is s whatever C is."""
+    sys.path.insert(0, BENCH)
+    try:
+        from step_time import marginal_step
+    finally:
+        sys.path.remove(BENCH)
+    for fixed, step, short, long in [(40e-3, 2.5e-3, 10, 40), (0.0, 1e-3, 1, 3), (1.0, 0.0, 2, 5)]:
+        per_step = lambda k: (fixed + k * step) / k  # noqa: E731
+        assert abs(marginal_step(per_step(short), short, per_step(long), long) - step) < 1e-12
+
+
 def test_step_time_marginal_must_exceed_loop():
     with pytest.raises(subprocess.CalledProcessError) as err:
         _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--loop", "4", "--marginal", "4"])
