@@ -3,6 +3,8 @@
 from optax import apply_updates as apply_updates
 from ._step import apply_gradients as apply_gradients
 from ._packed import packed as packed
+from ._flat import FlatView as FlatView
+from ._flat import flat_params as flat_params
 
 from . import schedules as schedules
 from . import transforms as transforms
@@ -59,6 +61,8 @@ __all__ = [
     "lion",
     "lr_find",
     "packed",
+    "FlatView",
+    "flat_params",
     "prodigy",
     "nadam",
     "radam",
