@@ -417,27 +417,37 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
 
     # each JAX implementation: how to build its tx, and its step function
     fn_tx = fn_make()
-    impls = {"fnopt": (fn_make, make_step), "optax": (ox_make, make_step)}
+    # each JAX implementation: how to build its tx, its step function, and
+    # whether it steps the params as a tree or flat (fnopt.flat_params)
+    impls = {"fnopt": (fn_make, make_step, False), "optax": (ox_make, make_step, False)}
     if has_whole_step(fn_tx):  # fnopt.apply_gradients takes the whole-step kernel
-        impls["fnopt_step"] = (fn_make, make_whole_step)
+        impls["fnopt_step"] = (fn_make, make_whole_step, False)
         # the same alias with its state packed into one array per dtype
-        impls["fnopt_packed"] = (lambda: fnopt.packed(fn_make()), make_whole_step)
+        impls["fnopt_packed"] = (lambda: fnopt.packed(fn_make()), make_whole_step, False)
+        # the params and grads themselves one array per dtype (the model owns the layout)
+        impls["fnopt_flat"] = (fn_make, make_whole_step, True)
+    flat_grads = fnopt.flat_params(grads)[0]
 
-    def maker(make, stepper):
+    def layout(params, flat):
+        return (fnopt.flat_params(params)[0], flat_grads) if flat else (params, grads)
+
+    def maker(make, stepper, flat):
         def build():
             tx = make()
-            return stepper(tx, with_value), (params0, tx.init(params0), grads, value)
+            p, g = layout(params0, flat)
+            return stepper(tx, with_value), (p, tx.init(p), g, value)
         return build
 
-    makers = {n: maker(make, stepper) for n, (make, stepper) in impls.items()}
+    makers = {n: maker(*impl) for n, impl in impls.items()}
     compile_s, compiled = compile_times(makers, compile_reps, loop)
     runners: dict[str, Any] = {}
 
     def add_runners(executables, steps_per_call, suffix=""):
         for n, exe in executables.items():
-            make, stepper = impls[n]
-            tx, p = make(), fresh_params()
-            runners[n + suffix] = JaxRunner(stepper(tx, with_value), p, tx.init(p), grads, value, exe, steps_per_call)
+            make, stepper, flat = impls[n]
+            tx = make()
+            p, g = layout(fresh_params(), flat)
+            runners[n + suffix] = JaxRunner(stepper(tx, with_value), p, tx.init(p), g, value, exe, steps_per_call)
 
     add_runners(compiled, loop)
     del compiled
@@ -504,6 +514,10 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
     out["packed_over_optax"] = packed_ms / ms["optax"] if packed_ms else None
     out["packed_over_limit"] = packed_ms / out["limit_ms"] if packed_ms else None
     out["packed_over_torch"] = packed_ms / torch_ms if packed_ms and torch_ms else None
+    flat_ms = ms.get("fnopt_flat")
+    out["flat_over_optax"] = flat_ms / ms["optax"] if flat_ms else None
+    out["flat_over_limit"] = flat_ms / out["limit_ms"] if flat_ms else None
+    out["flat_over_torch"] = flat_ms / torch_ms if flat_ms and torch_ms else None
     if marginal:  # the marginal step against Optax's marginal step, the limit and torch (no call boundary)
         out["marginal_ratios"] = {
             n: {"optax": im["marginal_ms"] / out["impls"]["optax"]["marginal_ms"],
@@ -567,6 +581,22 @@ def markdown(results) -> str:
                 f"| {r['fnopt_over_limit']:.2f} | {fmt(r.get('step_over_limit'))} | {fmt(r.get('packed_over_limit'))} "
                 f"| {r['optax_over_limit']:.2f} | {fmt(g('fnopt', 'compile_s'))} | {fmt(g('fnopt_step', 'compile_s'))} "
                 f"| {fmt(g('fnopt_packed', 'compile_s'))} | {fmt(g('optax', 'compile_s'))} | {fus} |")
+        lines.append("")
+    flat = [r for r in results if "fnopt_flat" in r["impls"]]
+    for tree in dict.fromkeys(r["tree"] for r in flat):
+        rs = [r for r in flat if r["tree"] == tree]
+        lines.append(f"### {tree}: the step on flat params (`fnopt.flat_params`: params, grads and state one "
+                     "array per dtype; the model's side, slices and a concatenation, is `train_step.py`'s)\n")
+        lines.append("| case | flat ms | packed ms | optax ms | torch fused ms | limit ms | flat/optax | flat/limit "
+                     "| flat/torch | compile flat s |")
+        lines.append("|" + "---|" * 10)
+        for r in rs:
+            im = r["impls"]
+            lines.append(
+                f"| {r['case']} | {fmt(im['fnopt_flat']['ms'])} | {fmt(im['fnopt_packed']['ms'])} "
+                f"| {fmt(im['optax']['ms'])} | {fmt(im['torch_fused']['ms'] if 'torch_fused' in im else None)} "
+                f"| {fmt(r['limit_ms'])} | {fmt(r['flat_over_optax'])} | {fmt(r['flat_over_limit'])} "
+                f"| {fmt(r['flat_over_torch'])} | {fmt(im['fnopt_flat']['compile_s'])} |")
         lines.append("")
     marg = [r for r in results if r.get("marginal")]
     for tree in dict.fromkeys(r["tree"] for r in marg):

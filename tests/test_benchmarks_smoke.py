@@ -77,13 +77,16 @@ def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
     for case in ("adam", "sgd_momentum"):
         assert ("fnopt_step" in results[case]["impls"]) == kernel
         assert ("fnopt_packed" in results[case]["impls"]) == kernel
+        assert ("fnopt_flat" in results[case]["impls"]) == kernel
         assert ("copy_threads" in results[case]["impls"]) == kernel
         if kernel:
             assert results[case]["step_over_optax"] > 0 and results[case]["step_over_limit"] > 0
             assert results[case]["packed_over_optax"] > 0 and results[case]["packed_over_limit"] > 0
+            assert results[case]["flat_over_optax"] > 0 and results[case]["flat_over_limit"] > 0
     assert "fnopt_step" not in results["rmsprop"]["impls"]  # no whole-step route
     assert "fnopt_packed" not in results["rmsprop"]["impls"]
     assert "| fnopt packed ms |" in out.stdout
+    assert ("the step on flat params" in out.stdout) == kernel
     if kernel:
         assert {"fnopt_step", "fnopt_packed"} <= set(results["adam"]["marginal_ratios"])
 
@@ -105,6 +108,28 @@ def test_step_time_marginal_must_exceed_loop():
     with pytest.raises(subprocess.CalledProcessError) as err:
         _run([os.path.join(BENCH, "step_time.py"), "--tiny", "--no-torch", "--loop", "4", "--marginal", "4"])
     assert "--marginal 4 must exceed --loop 4" in err.value.stderr
+
+
+def test_train_step_tiny(tmp_path):
+    """The whole training step (forward, backward, optimizer) in every layout
+    (issue 15), at smoke-test size."""
+    js, md = tmp_path / "train.json", tmp_path / "train.md"
+    out = _run([os.path.join(BENCH, "train_step.py"), "--tiny", "--no-torch", "--cases", "adam,sgd_momentum",
+                "--json", str(js), "--md", str(md)])
+    assert "| case | leaves | optax ms | fnopt ms | fnopt_packed ms | fnopt_flat ms |" in out.stdout
+    results = json.loads(js.read_text())["results"]
+    assert [r["case"] for r in results] == ["adam", "sgd_momentum"]
+    for r in results:
+        assert r["leaves"] == 9 and r["over_torch"] is None  # 3 blocks, --no-torch
+        assert set(r["impls"]) == {"optax", "fnopt", "fnopt_packed", "fnopt_flat", "optax_flat", "grad_tree",
+                                   "grad_flat"}
+        assert all(v["ms"] > 0 for v in r["impls"].values())
+        assert r["impls"]["fnopt_flat"]["compile_s"] > 0
+        assert set(r["optimizer_ms"]) == {"optax", "fnopt", "fnopt_packed", "fnopt_flat", "optax_flat"}
+    assert "| sgd_momentum | 9 |" in md.read_text()
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        _run([os.path.join(BENCH, "train_step.py"), "--tiny", "--blocks", "0"])
+    assert "--blocks must be at least 1, got 0" in err.value.stderr
 
 
 def test_memory_tiny(tmp_path):
