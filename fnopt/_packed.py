@@ -88,7 +88,9 @@ def packed(tx: optax.GradientTransformation) -> optax.GradientTransformation:
     the params, so use it on one device.
 
     Like ``optax.flatten``, but per dtype: float32 and bfloat16 leaves keep
-    their dtypes. Each gradient leaf must have its param's dtype.
+    their dtypes. Each gradient leaf must have its param's dtype. To make the
+    params and gradients flat as well (a handful of arrays per step instead of
+    the tree's), see :func:`fnopt.flat_params`.
 
     Args:
         tx: an ``optax.GradientTransformation``.
