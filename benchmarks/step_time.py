@@ -330,6 +330,15 @@ class TorchRunner:
         del self.opt, self.params
 
 
+def torch_importable() -> bool:
+    """Whether torch, the optional oracle, imports here."""
+    try:
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
 def torch_supports(spec, impl: str) -> bool:
     try:
         import torch
@@ -663,12 +672,7 @@ def main(argv=None):
             ap.error(f"unknown case {c!r}")
     if args.marginal and args.marginal <= max(1, args.loop):
         ap.error(f"--marginal {args.marginal} must exceed --loop {args.loop}")
-    use_torch = not args.no_torch
-    if use_torch:
-        try:
-            import torch  # noqa: F401
-        except Exception:
-            use_torch = False
+    use_torch = not args.no_torch and torch_importable()
 
     results = []
     for tree in trees:
@@ -684,7 +688,12 @@ def main(argv=None):
                   + (f"  apply_gradients {r['impls']['fnopt_step']['ms']:8.2f} ms" if "fnopt_step" in r["impls"] else ""),
                   file=sys.stderr, flush=True)
 
-    md = markdown(results)
+    report(markdown(results), results, args.json_path, args.md_path)
+
+
+def report(md: str, results: list, json_path: str | None, md_path: str | None) -> None:
+    """Prints the markdown tables; writes them to ``md_path`` and, with the
+    run's versions, machine and kernel status, the results to ``json_path``."""
     meta = {
         "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
         "jax": jax.__version__, "optax": optax.__version__, "fnopt": fnopt.__version__,
@@ -693,11 +702,11 @@ def main(argv=None):
         "fused_kernel": fused_status(),
     }
     print(md)
-    if args.json_path:
-        with open(args.json_path, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
-    if args.md_path:
-        with open(args.md_path, "w") as f:
+    if md_path:
+        with open(md_path, "w") as f:
             f.write(md + "\n")
 
 

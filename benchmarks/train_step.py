@@ -27,8 +27,6 @@ are reported with the ratios.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +38,7 @@ import numpy as np
 import optax
 
 import fnopt
+from step_time import report, torch_importable  # this script's folder is on sys.path
 
 CASES: dict[str, tuple[Callable[[], Any], Callable[[], Any], tuple[str, dict]]] = {
     "adam": (lambda: fnopt.adam(1e-3), lambda: optax.adam(1e-3), ("Adam", dict(lr=1e-3))),
@@ -241,12 +240,7 @@ def main(argv=None):
         if getattr(args, flag) < 1:
             ap.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     blocks, d, reps = (3, 8, 2) if args.tiny else (args.blocks, args.d, args.reps)
-    use_torch = not args.no_torch
-    if use_torch:
-        try:
-            import torch  # noqa: F401
-        except Exception:
-            use_torch = False
+    use_torch = not args.no_torch and torch_importable()
 
     results = []
     for case in cases:
@@ -254,21 +248,7 @@ def main(argv=None):
         results.append(r)
         print(f"# {case:14s} " + "  ".join(f"{n} {v['ms']:.2f}" for n, v in r["impls"].items()) + " ms",
               file=sys.stderr, flush=True)
-    md = markdown(results)
-    meta = {
-        "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
-        "jax": jax.__version__, "optax": optax.__version__, "fnopt": fnopt.__version__,
-        "backend": jax.default_backend(), "platform": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
-    }
-    print(md)
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
-    if args.md_path:
-        with open(args.md_path, "w") as f:
-            f.write(md + "\n")
-
+    report(markdown(results), results, args.json_path, args.md_path)
 
 if __name__ == "__main__":
     main()
