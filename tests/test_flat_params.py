@@ -62,7 +62,7 @@ LEAF = st.tuples(st.lists(st.integers(0, 3), max_size=3), st.sampled_from(["f", 
                  st.sampled_from(["a", "b"]))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(LEAF, max_size=7), st.booleans(), st.integers(0, 2**16))
 def test_random_trees_round_trip_and_gradient(leaves, labelled, seed):
     """Random trees and labels: view and pack are inverse, and the gradient
