@@ -18,11 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _leaf_info(leaf: Any, i: int) -> tuple[tuple[int, ...], str]:
+def _leaf_info(leaf: Any, i: int, call: str) -> tuple[tuple[int, ...], str]:
     is_array = hasattr(leaf, "shape") and hasattr(leaf, "dtype")
     if not (is_array or isinstance(leaf, (bool, int, float, complex, np.number))):
-        raise TypeError(f"fnopt.flat_params(params=...): leaf {i} is {type(leaf).__name__} {leaf!r}, "
-                        "not an array")
+        raise TypeError(f"{call}: leaf {i} is {type(leaf).__name__} {leaf!r}, not an array")
     return tuple(np.shape(leaf)), np.dtype(jnp.result_type(leaf)).name
 
 
@@ -98,7 +97,7 @@ class FlatView:
         out: dict = {}
         for (label, dtype), idx in self._index.items():
             for i in idx:
-                shape, name = _leaf_info(leaves[i], i)
+                shape, name = _leaf_info(leaves[i], i, "fnopt.flat_params view.pack(tree=...)")
                 if shape != self._shapes[i] or name != dtype:
                     raise ValueError(f"fnopt.flat_params view.pack(tree=...): leaf {i} is {name} {shape}, "
                                      f"the layout's is {dtype} {self._shapes[i]}")
@@ -171,7 +170,7 @@ def flat_params(params: Any, labels: Any = None) -> tuple[Any, FlatView]:
         [0.9, 0.9, 0.9, 0.9]
     """
     leaves, treedef = jax.tree.flatten(params)
-    info = [_leaf_info(leaf, i) for i, leaf in enumerate(leaves)]
+    info = [_leaf_info(leaf, i, "fnopt.flat_params(params=...)") for i, leaf in enumerate(leaves)]
     if labels is None:
         label_leaves: list[Any] = [None] * len(leaves)
     else:

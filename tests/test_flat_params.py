@@ -167,6 +167,44 @@ def test_labels_give_groups_for_partition_and_masks():
         assert_trees_close(view(a[0]), b[0])
 
 
+def test_inside_multisteps_inject_hyperparams_and_a_frozen_group():
+    """The flat dict is a plain pytree, so Optax's wrappers take it: MultiSteps
+    (2 micro-steps), inject_hyperparams (the learning rate changed in the
+    state) and a group frozen by ``optax.partition`` with ``set_to_zero``;
+    each equals the same wrapper around Optax's Adam on the tree (to 3e-5:
+    Optax rounds its bias correction, see above)."""
+    params = model_params()
+    matrices = lambda p: jax.tree.map(lambda x: "w" if x.ndim > 1 else "rest", p)  # noqa: E731
+    flat, view = fnopt.flat_params(params, matrices)
+
+    def injected(factory, lr):
+        tx = optax.inject_hyperparams(factory)(learning_rate=0.05)
+        init = tx.init
+
+        def init_fn(p):
+            state = init(p)
+            state.hyperparams["learning_rate"] = jnp.asarray(lr, F)
+            return state
+        return optax.GradientTransformation(init_fn, tx.update)
+
+    cases = [  # (on the flat groups, on the tree)
+        (optax.MultiSteps(fnopt.adam(0.05), 2), optax.MultiSteps(optax.adam(0.05), 2)),
+        (injected(fnopt.adam, 0.02), injected(optax.adam, 0.02)),
+        (optax.partition({"w": fnopt.adam(0.05), "rest": optax.set_to_zero()}, {"w": "w", "rest": "rest"}),
+         optax.partition({"w": optax.adam(0.05), "rest": optax.set_to_zero()}, matrices)),
+    ]
+    for tx, ref in cases:
+        a, b = (flat, tx.init(flat)), (params, ref.init(params))
+        with jax.numpy_dtype_promotion("standard"):  # Optax mixes int32 counts and floats
+            for _ in range(4):
+                ua, sa = tx.update(jax.grad(lambda q: loss(view(q), X))(a[0]), a[1], a[0])
+                ub, sb = ref.update(jax.grad(loss)(b[0], X), b[1], b[0])
+                a, b = (optax.apply_updates(a[0], ua), sa), (optax.apply_updates(b[0], ub), sb)
+        assert_trees_close(view(a[0]), b[0], rtol={"float32": 3e-5})
+    frozen = view(a[0])
+    np.testing.assert_array_equal(np.asarray(frozen["dense"]["b"]), np.asarray(params["dense"]["b"]))
+
+
 def test_train_state_checkpoint_vmap_and_jit():
     """A flax TrainState holds the flat dict as its params (and trains as
     on the tree); the flat dict
@@ -261,6 +299,13 @@ def test_bad_labels_and_layouts():
         fnopt.flat_params(params, jax.tree.map(lambda _: 1, params))
     with pytest.raises(TypeError, match=r"label 0 is True"):
         fnopt.flat_params(params, lambda p: jax.tree.map(lambda _: True, p))
+    with pytest.raises(ValueError, match=r"flat_params\(labels=\.\.\.\): the labels' structure"):
+        fnopt.flat_params(params, "decay")  # one label for a whole dict: give a tree or a function
+    none_label = jax.tree.map(lambda _: "a", params)
+    none_label["dense"]["b"] = None
+    with pytest.raises(TypeError, match=r"flat_params\(labels=\.\.\.\): label 0 is None, not a str"):
+        fnopt.flat_params(params, none_label)
+    assert fnopt.flat_params(None)[0] == {} and fnopt.flat_params(None)[1]({}) is None  # None: an empty tree
     flat, view = fnopt.flat_params(params)
     wrong = [
         ({}, "structure"),
@@ -275,6 +320,10 @@ def test_bad_labels_and_layouts():
             view(f)
     with pytest.raises(ValueError, match=r"view\.pack\(tree=\.\.\.\): the tree's structure"):
         view.pack({"dense": 1})
+    not_an_array = jax.tree.map(lambda x: x, params)
+    not_an_array["dense"]["b"] = "zeros"
+    with pytest.raises(TypeError, match=r"view\.pack\(tree=\.\.\.\): leaf 0 is str"):
+        view.pack(not_an_array)
     bad_shape = jax.tree.map(lambda x: x, params)
     bad_shape["dense"]["w"] = jnp.zeros((4, 3), F)
     with pytest.raises(ValueError, match=r"view\.pack\(tree=\.\.\.\): leaf 1 is"):
