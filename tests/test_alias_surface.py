@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import sweeps
 
 import fnopt
 
@@ -105,7 +106,7 @@ def complex_loss(p):
     return jnp.sum(jnp.abs(p - TARGET) ** 2) + 0.1 * jnp.sum(jnp.abs(p) ** 4)
 
 
-@pytest.mark.parametrize("name", COMPLEX)
+@pytest.mark.parametrize("name", sweeps.sweep(list(COMPLEX), ["sgd", "adam", "rmsprop-centered"]))
 def test_complex_params_equal_optax(name):
     if jax.config.jax_enable_x64:
         pytest.skip("Optax's complex paths are checked in float32")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import sweeps
 
 import fnopt
 import fnopt.flax
@@ -97,8 +98,8 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("mode", ["0", "1"])
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name,mode", sweeps.split(  # mode 0 (XLA's path) for two configs by default
+    [(name, mode) for mode in "01" for name in CONFIGS], lambda c: c[1] == "1" or c[0] in ("adam", "sgd momentum")))
 def test_equals_update_then_apply(name, mode, monkeypatch):
     if mode == "1" and not KERNEL:
         pytest.skip("no fused kernel here")
@@ -140,12 +141,12 @@ def test_kernel_step_against_optax(make, reference, monkeypatch):
 @needs_kernel
 @pytest.mark.parametrize("make", [
     lambda: fnopt.adam({"w": 1e-2, "b": 1e-3, "s": 1e-2, "big": 1e-2, "deep": 1e-2}),  # param groups
-    lambda: fnopt.adamw(1e-2, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
+    pytest.param(lambda: fnopt.adamw(1e-2, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)), marks=pytest.mark.slow),
     lambda: fnopt.adam(1e-2, amsgrad=True),
-    lambda: fnopt.adam(1e-2, eps=0.0),
-    lambda: fnopt.sgd(0.1),
+    pytest.param(lambda: fnopt.adam(1e-2, eps=0.0), marks=pytest.mark.slow),
+    pytest.param(lambda: fnopt.sgd(0.1), marks=pytest.mark.slow),
     lambda: optax.chain(fnopt.adam(1e-2)),
-    lambda: fnopt.rmsprop(1e-2),
+    pytest.param(lambda: fnopt.rmsprop(1e-2), marks=pytest.mark.slow),
     lambda: fnopt.chain(transforms.clip_by_global_norm(1.0), fnopt.adamw(1e-3)),
 ])
 def test_other_optimizers_take_update_then_apply(make, monkeypatch):
@@ -290,8 +291,8 @@ WRAPPED = {
 }
 
 
-@pytest.mark.parametrize("mode", ["0", "1"])
-@pytest.mark.parametrize("name", list(WRAPPED))
+@pytest.mark.parametrize("name,mode", sweeps.split(  # mode 0 (XLA's path) for one wrapper by default
+    [(name, mode) for mode in "01" for name in WRAPPED], lambda c: c[1] == "1" or c[0] == "partition"))
 def test_inside_optax_wrappers(name, mode, monkeypatch):
     """fnopt optimizers inside Optax's wrappers: the wrapper's own step (no
     whole-step route), the same result as the two lines."""

@@ -21,6 +21,7 @@ def test_quickstart_short_run_still_trains(load_example, tmp_path):
     assert math.isfinite(final) and final < 0.05, final
 
 
+@pytest.mark.slow
 def test_compare_schedules_tiny_run_writes_table_and_pictures(load_example, tmp_path, capsys):
     pytest.importorskip("mnist1d")
     pytest.importorskip("matplotlib")
@@ -92,6 +93,7 @@ def test_compare_schedules_all_ten_recipes_tiny(load_example, tmp_path):
     assert len(summary["recipes"]) == 10
 
 
+@pytest.mark.slow
 def test_swa_example_tiny_run_writes_table_and_picture(load_example, tmp_path, capsys):
     pytest.importorskip("mnist1d")
     pytest.importorskip("matplotlib")

@@ -109,8 +109,9 @@ def step_two_lines(tx, p, s):
 @pytest.mark.parametrize("mode", ["0", "1"])
 @pytest.mark.parametrize("make, reference", [
     (lambda: fnopt.adam(0.05), lambda: optax.adam(0.05)),
-    (lambda: fnopt.adamw(0.05, weight_decay=0.1), lambda: optax.adamw(0.05, weight_decay=0.1)),
-    (lambda: fnopt.sgd(0.1, momentum=0.9), lambda: optax.sgd(0.1, momentum=0.9)),
+    pytest.param(lambda: fnopt.adamw(0.05, weight_decay=0.1), lambda: optax.adamw(0.05, weight_decay=0.1),
+                 marks=pytest.mark.slow),
+    pytest.param(lambda: fnopt.sgd(0.1, momentum=0.9), lambda: optax.sgd(0.1, momentum=0.9), marks=pytest.mark.slow),
     (lambda: fnopt.lion(0.01), lambda: optax.lion(0.01)),
 ])
 def test_training_equals_optax_on_the_tree(make, reference, mode, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("flax")
 
 
-@pytest.mark.parametrize("api", ["linen", "nnx"])
+@pytest.mark.parametrize("api", [pytest.param("linen", marks=pytest.mark.slow), "nnx"])
 def test_flax_plateau_early_stopping_example(load_example, api, capsys):
     pytest.importorskip("mnist1d")
     result = load_example("flax_plateau_early_stopping").main(

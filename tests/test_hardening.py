@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import sweeps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -800,7 +801,7 @@ def test_invalid_hyperparameters_raise_naming_factory_and_argument(name, data):
 STEP_LIST = st.lists(st.integers(0, INT32_MAX), min_size=6, max_size=6).map(lambda s: [0, 1, INT32_MAX, *s])
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("name", sweeps.sweep(sorted(SCHEDULES), sweeps.SCHEDULES))
 @SCHEDULE_SETTINGS
 @given(data=st.data(), steps=STEP_LIST)
 def test_valid_schedules_are_finite_at_every_step(name, data, steps):
@@ -862,7 +863,10 @@ def _nonfinite_leaves(tree) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", sweeps.sweep(
+    sorted(OPTIMIZERS),
+    sweeps.OPTIMIZERS + ("reduce_on_plateau", "early_stopping"),
+))
 @RUN_SETTINGS
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1), scale=reals(1e-3, 1e2))
 def test_valid_hyperparameters_give_finite_updates(name, data, seed, scale):

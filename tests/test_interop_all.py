@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import sweeps
+from test_state_buffers import ALIASES, make
 
 import fnopt
-from test_state_buffers import ALIASES, make
 
 PARAMS = {"w": jnp.full((3, 2), 0.5), "v": jnp.full((3, 4), -0.25)}  # matrices: Muon takes only those
 GRADS = jax.tree.map(lambda p: jnp.cos(p + 1.0), PARAMS)
@@ -22,7 +23,7 @@ def finite(tree):
     return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize("name", ALIASES)
+@pytest.mark.parametrize("name", sweeps.sweep(ALIASES, sweeps.OPTIMIZERS))
 def test_alias_inside_optax_wrappers_and_on_partial_trees(name):
     opt = make(name)
     # masked: the masked-out leaf is passed through untouched.

@@ -13,14 +13,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import sweeps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_apply_gradients import (
+    CONFIGS,
+    KERNEL,
+    assert_trees_close,
+    needs_kernel,
+    run,
+    tree,
+    two_lines,
+    whole,
+)
 
 import fnopt
 import fnopt.flax
 from fnopt import _fused, _packed, schedules, transforms
-
-from test_apply_gradients import CONFIGS, KERNEL, assert_trees_close, needs_kernel, run, tree, two_lines, whole
 
 
 def final(step_of, tx, params, **kw):
@@ -61,8 +70,8 @@ def test_pack_and_unpack_against_numpy():
     assert _packed.pack({}) == {} and _packed.unpack({}, {}) == {}
 
 
-@pytest.mark.parametrize("mode", ["0", "1"])
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name,mode", sweeps.split(  # mode 0 (XLA's path) for two configs by default
+    [(name, mode) for mode in "01" for name in CONFIGS], lambda c: c[1] == "1" or c[0] in ("adam", "sgd momentum")))
 def test_equals_unpacked(name, mode, monkeypatch):
     """Packed, through update + apply and through apply_gradients (the packed
     kernel with mode 1), equals the unpacked two lines; the tree has leaves
@@ -110,8 +119,8 @@ def test_packed_kernel_against_optax(make, reference, monkeypatch):
 
 @pytest.mark.parametrize("make", [
     lambda: fnopt.lion(1e-3),
-    lambda: fnopt.rmsprop(1e-2, momentum=0.5),
-    lambda: fnopt.adam(1e-2, amsgrad=True),
+    pytest.param(lambda: fnopt.rmsprop(1e-2, momentum=0.5), marks=pytest.mark.slow),
+    pytest.param(lambda: fnopt.adam(1e-2, amsgrad=True), marks=pytest.mark.slow),
     lambda: fnopt.adamw(1e-2, mu_dtype=jnp.bfloat16),
 ])
 def test_other_elementwise_optimizers(make, monkeypatch):

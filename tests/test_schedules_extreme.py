@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sweeps
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_schedules_reference import (
@@ -244,7 +245,7 @@ def test_every_factory_is_fuzzed():
         extreme_schedules(name).example  # noqa: B018 - builds the strategy
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sweeps.sweep(NAMES, sweeps.SCHEDULES))
 @SETTINGS
 @given(data=st.data(), steps=st.lists(st.integers(0, INT32_MAX), min_size=6, max_size=6))
 def test_extreme_settings_are_finite_and_within_bounds(name, data, steps):

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sweeps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -255,7 +256,7 @@ def wide_steps(seed):
     return ints.astype(np.int32), np.minimum(floats, 2**31 - 1).astype(FLOAT)
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("name", sweeps.sweep(FAMILY_NAMES, sweeps.SCHEDULES))
 @SETTINGS
 @given(data=st.data(), seed=seeds)
 def test_finite_and_within_bounds(name, data, seed):

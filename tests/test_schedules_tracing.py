@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sweeps
 
 from fnopt import schedules as S
 
@@ -200,6 +201,10 @@ for _three_phase in (False, True):
         )
 
 CASES = [(name, param) for name, (_, _, grids) in GRIDS.items() for param in grids]
+# The default run keeps these schedules of each sweep (tests/sweeps.py); CI runs every one.
+KEEP = ("constant", "cosine_decay", "cosine_warm_restarts", "cyclic", "join", "one_cycle-cos-False",
+        "warmup_stable_decay-linear-1-sqrt")
+VMAP_KEEP = ("constant", "cosine_warm_restarts", "join", "warmup_stable_decay-linear-1-sqrt")  # 12 cases
 STEPS = np.concatenate([np.arange(0, 400, 3), np.arange(0, 60, 0.75), [2**31 - 1]])
 
 
@@ -216,7 +221,7 @@ def scalar_value(v):
     return v.tolist() if v.ndim else v.item()
 
 
-@pytest.mark.parametrize("name,param", CASES, ids=[f"{n}-{p}" for n, p in CASES])
+@pytest.mark.parametrize("name,param", sweeps.sweep(CASES, VMAP_KEEP), ids=[f"{n}-{p}" for n, p in CASES])
 def test_vmap_over_each_hyperparameter(name, param):
     build, defaults, grids = GRIDS[name]
     grid = as_grid(grids[param])
@@ -228,7 +233,7 @@ def test_vmap_over_each_hyperparameter(name, param):
     assert np.all(np.isfinite(np.asarray(got)))
 
 
-@pytest.mark.parametrize("name", sorted(GRIDS))
+@pytest.mark.parametrize("name", sweeps.sweep(sorted(GRIDS), KEEP))
 def test_changing_traced_hyperparameters_does_not_retrace(name):
     """Every numeric hyperparameter as a jit argument: new values, same trace."""
     build, defaults, grids = GRIDS[name]
@@ -248,7 +253,7 @@ def test_changing_traced_hyperparameters_does_not_retrace(name):
     assert len(traces) == 1
 
 
-@pytest.mark.parametrize("name", sorted(GRIDS))
+@pytest.mark.parametrize("name", sweeps.sweep(sorted(GRIDS), KEEP))
 def test_concrete_array_hyperparameters_of_mixed_dtypes(name):
     """int32 step counts next to float32 rates, as concrete arrays: the same
     values as Python scalars, under strict dtype promotion."""
@@ -287,7 +292,7 @@ SCHEDULES = {
 NAMES = sorted(SCHEDULES)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sweeps.sweep(NAMES, KEEP))
 def test_int_float_scalar_and_array_steps_agree(name):
     sched = SCHEDULES[name]
     ints = np.array([0, 1, 2, 3, 10, 29, 30, 31, 99, 100, 101, 399, 1000, 12345, 2**24, 2**31 - 1])
@@ -304,7 +309,7 @@ def test_int_float_scalar_and_array_steps_agree(name):
     assert np.asarray(sched(jnp.zeros((2, 3), jnp.int32))).shape == (2, 3)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sweeps.sweep(NAMES, KEEP))
 def test_jitted_schedule_compiles_once_and_agrees_with_eager(name):
     sched = SCHEDULES[name]
     chex.clear_trace_counter()

@@ -58,6 +58,7 @@ def results():
     return out
 
 
+@pytest.mark.slow  # one subprocess with 8 devices runs every check: ~40 s
 @pytest.mark.parametrize("name", CHECKS)
 def test_on_8_devices(results, name):
     result = results[name]

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+import sweeps
 
 import fnopt
 from fnopt import transforms as T
@@ -36,7 +37,9 @@ OPTIMIZERS.update({
 })
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", sweeps.sweep(
+    sorted(OPTIMIZERS), sweeps.OPTIMIZERS + ("adam(amsgrad)", "plateau+stopping+cooldown", "accumulate", "average_params")
+))
 def test_init_leaves_are_distinct_buffers_and_the_state_can_be_donated(name):
     opt = OPTIMIZERS[name]()
     params = {"w": PARAMS["w"]} if name == "muon" else PARAMS  # Muon takes matrices only

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 
+@pytest.mark.slow
 def test_sweep_tiny_run_writes_table_and_vmap_matches_sequential(load_example, tmp_path, capsys):
     pytest.importorskip("mnist1d")
     pytest.importorskip("optax")
@@ -31,6 +32,7 @@ def test_sweep_tiny_run_writes_table_and_vmap_matches_sequential(load_example, t
     assert summary["rows"][0]["mode"] == "fnopt vmap"
 
 
+@pytest.mark.slow
 def test_vmap_and_sequential_differ_by_float32_rounding_that_chaotic_training_grows(load_example):
     """Why the example's vmapped and sequential runs disagree: at step 1 their
     parameters differ at float32 rounding level (different compiled kernels),

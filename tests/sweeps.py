@@ -1,0 +1,48 @@
+"""Which cases of an exhaustive sweep the default test run keeps.
+
+A sweep checks one property over every alias, schedule or hyperparameter. The
+default run (the README's test command, under five minutes on two cores) keeps a
+representative few of each; the other cases carry the ``slow`` marker, and CI
+runs them in a step of their own (``pytest -m slow``), so CI still checks every
+case. The few are chosen to span the code paths, not at random:
+
+- optimizers: plain SGD, the Adam family (moments, decoupled decay), a sign
+  update (Lion), factored second moments (Adafactor), matrix updates (Muon),
+  learning-rate-free (Prodigy) and schedule-free (its own params average);
+- schedules: a constant, a decay, warm restarts (a while loop over periods),
+  a cycle, a join of pieces, one-cycle, warmup-stable-decay.
+"""
+
+import pytest
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "lion", "adafactor", "muon", "prodigy", "schedule_free_adamw")
+SCHEDULES = ("constant", "cosine_decay", "cosine_warm_restarts", "cyclic", "join", "one_cycle", "warmup_stable_decay")
+
+
+def split(cases, fast):
+    """``cases`` as pytest params, those for which ``fast(case)`` is false marked
+    slow. A tuple case gives one argument per item."""
+    return [pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=() if fast(case) else pytest.mark.slow)
+            for case in cases]
+
+
+def sweep(cases, keep, key=None):
+    """``cases`` as pytest params, those whose ``key`` is not in ``keep`` marked slow.
+
+    ``key`` maps a case to the name looked up in ``keep`` (default: the case
+    itself, or its first item when it is a tuple). A name in ``keep`` that no
+    case has is an error, so a renamed alias cannot silently drop out of the
+    default run.
+    """
+    if key is None:
+        key = lambda case: case[0] if isinstance(case, tuple) else case  # noqa: E731
+    keep = set(keep)
+    names = {key(case) for case in cases}
+    if keep - names:
+        raise ValueError(f"sweep(keep=...): no case is named {sorted(keep - names)}")
+    return split(cases, lambda case: key(case) in keep)
+
+
+def base_name(name):
+    """A schedule case's factory name: ``one_cycle-cos-False`` -> ``one_cycle``."""
+    return name.split("-")[0]
