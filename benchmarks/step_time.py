@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import re
 import statistics
@@ -435,6 +436,7 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
         impls["fnopt_packed"] = (lambda: fnopt.packed(fn_make()), make_whole_step, False)
         # the params and grads themselves one array per dtype (the model owns the layout)
         impls["fnopt_flat"] = (fn_make, make_whole_step, True)
+        impls["optax_flat"] = (ox_make, make_step, True)  # the anchor in the same layout
     flat_grads = fnopt.flat_params(grads)[0]
 
     def layout(params, flat):
@@ -473,6 +475,9 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
         for impl in ("foreach", "fused"):
             if torch_supports(tspec, impl):
                 runners[f"torch_{impl}"] = TorchRunner(shapes, tspec, impl, seed)
+        if "fnopt_flat" in impls and torch_supports(tspec, "fused"):  # torch's step on one flat tensor too
+            runners["torch_fused_flat"] = TorchRunner({"flat": (sum(math.prod(s) for s in shapes.values()),)},
+                                                      tspec, "fused", seed)
 
     times: dict[str, list[float]] = {n: [] for n in runners}
     names = list(runners)
@@ -527,6 +532,8 @@ def bench_case(tree_name, shapes, case, reps, use_torch, seed=0, compile_reps=3,
     out["flat_over_optax"] = flat_ms / ms["optax"] if flat_ms else None
     out["flat_over_limit"] = flat_ms / out["limit_ms"] if flat_ms else None
     out["flat_over_torch"] = flat_ms / torch_ms if flat_ms and torch_ms else None
+    out["flat_over_optax_flat"] = flat_ms / ms["optax_flat"] if flat_ms else None
+    out["flat_over_torch_flat"] = flat_ms / ms["torch_fused_flat"] if flat_ms and "torch_fused_flat" in ms else None
     if marginal:  # the marginal step against Optax's marginal step, the limit and torch (no call boundary)
         out["marginal_ratios"] = {
             n: {"optax": im["marginal_ms"] / out["impls"]["optax"]["marginal_ms"],
@@ -596,16 +603,19 @@ def markdown(results) -> str:
         rs = [r for r in flat if r["tree"] == tree]
         lines.append(f"### {tree}: the step on flat params (`fnopt.flat_params`: params, grads and state one "
                      "array per dtype; the model's side, slices and a concatenation, is `train_step.py`'s)\n")
-        lines.append("| case | flat ms | packed ms | optax ms | torch fused ms | limit ms | flat/optax | flat/limit "
-                     "| flat/torch | compile flat s |")
-        lines.append("|" + "---|" * 10)
+        lines.append("| case | flat ms | packed ms | optax ms | optax flat ms | torch fused ms | torch fused flat ms "
+                     "| limit ms | flat/optax | flat/optax flat | flat/limit | flat/torch | flat/torch flat "
+                     "| compile flat s | compile optax s |")
+        lines.append("|" + "---|" * 15)
         for r in rs:
             im = r["impls"]
+            t = lambda n: fmt(im[n]["ms"] if n in im else None)  # noqa: E731
             lines.append(
-                f"| {r['case']} | {fmt(im['fnopt_flat']['ms'])} | {fmt(im['fnopt_packed']['ms'])} "
-                f"| {fmt(im['optax']['ms'])} | {fmt(im['torch_fused']['ms'] if 'torch_fused' in im else None)} "
-                f"| {fmt(r['limit_ms'])} | {fmt(r['flat_over_optax'])} | {fmt(r['flat_over_limit'])} "
-                f"| {fmt(r['flat_over_torch'])} | {fmt(im['fnopt_flat']['compile_s'])} |")
+                f"| {r['case']} | {t('fnopt_flat')} | {t('fnopt_packed')} | {t('optax')} | {t('optax_flat')} "
+                f"| {t('torch_fused')} | {t('torch_fused_flat')} | {fmt(r['limit_ms'])} | {fmt(r['flat_over_optax'])} "
+                f"| {fmt(r['flat_over_optax_flat'])} | {fmt(r['flat_over_limit'])} | {fmt(r['flat_over_torch'])} "
+                f"| {fmt(r['flat_over_torch_flat'])} | {fmt(im['fnopt_flat']['compile_s'])} "
+                f"| {fmt(im['optax']['compile_s'])} |")
         lines.append("")
     marg = [r for r in results if r.get("marginal")]
     for tree in dict.fromkeys(r["tree"] for r in marg):
@@ -630,7 +640,9 @@ def markdown(results) -> str:
     lines.append("fnopt: `tx.update` + `optax.apply_updates`; fnopt apply_gradients: `fnopt.apply_gradients` "
                  "(the fused kernel's whole step, where it applies: FNOPT_FUSED unset, auto or 1); "
                  "step/...: its ratios; fnopt packed: the same step with `fnopt.packed(tx)` (the state as one array "
-                 "per dtype), packed/...: its ratios. ")
+                 "per dtype), packed/...: its ratios; flat: `fnopt.apply_gradients` on `fnopt.flat_params` "
+                 "(params, grads and state one array per dtype), next to Optax and torch's fused step on the same "
+                 "flat layout (optax flat, torch fused flat). ")
     lines.append("limit: the minimal single-pass bytes (params + grads + k state read, params + k state written) "
                  "at the bandwidth of a plain copy kernel over as many bytes, measured in the same run (the faster "
                  "of XLA's negation, one thread, and fnopt's kernel negation, all threads, when it is built); "

@@ -78,11 +78,13 @@ def test_step_time_tiny_loop_and_whole_step(tmp_path, monkeypatch):
         assert ("fnopt_step" in results[case]["impls"]) == kernel
         assert ("fnopt_packed" in results[case]["impls"]) == kernel
         assert ("fnopt_flat" in results[case]["impls"]) == kernel
+        assert ("optax_flat" in results[case]["impls"]) == kernel  # the anchor on the same flat layout
         assert ("copy_threads" in results[case]["impls"]) == kernel
         if kernel:
             assert results[case]["step_over_optax"] > 0 and results[case]["step_over_limit"] > 0
             assert results[case]["packed_over_optax"] > 0 and results[case]["packed_over_limit"] > 0
             assert results[case]["flat_over_optax"] > 0 and results[case]["flat_over_limit"] > 0
+            assert results[case]["flat_over_optax_flat"] > 0 and results[case]["flat_over_torch_flat"] is None
     assert "fnopt_step" not in results["rmsprop"]["impls"]  # no whole-step route
     assert "fnopt_packed" not in results["rmsprop"]["impls"]
     assert "| fnopt packed ms |" in out.stdout
