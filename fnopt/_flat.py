@@ -136,7 +136,11 @@ def flat_params(params: Any, labels: Any = None) -> tuple[Any, FlatView]:
     so that each group is a buffer of its own, and a mask or an
     ``optax.partition`` by label applies to the outer keys. ``flat`` is a
     plain dict of arrays (checkpoints, ``vmap``, a flax ``TrainState``'s
-    ``params``); it is not sharded like a tree, so use it on one device.
+    ``params``). It can be split over a mesh axis for data parallelism (the
+    state follows its sharding), but the leaves' own shardings (model
+    parallelism) do not carry over, and on an ``Explicit`` mesh axis the
+    view's leaves carry the buffer's sharding into the model: reshard them
+    there, or use an ``Auto`` axis.
 
     Like ``jax.flatten_util.ravel_pytree``, but one buffer per dtype (float32
     and bfloat16 leaves keep their dtypes), optional groups, and a view whose

@@ -369,6 +369,52 @@ def shard_map_step_check():
     return check
 
 
+def flat_params_step_check():
+    """The params as one flat buffer (``fnopt.flat_params``) split over the 8
+    devices of an Auto "data" axis, the batch too: Adam's moments are sharded
+    like the buffer, and five whole steps (``fnopt.apply_gradients``, the
+    gradient taken through the view) equal Adam on the tree on one device.
+    (On an Explicit axis the view's leaves carry the buffer's sharding into
+    the model, where it conflicts with the batch's: there, reshard them.)"""
+
+    def check():
+        host = host_params()
+        x, y = batch()
+        tx = fnopt.adam(1e-2)
+        device = jax.devices()[0]
+        single = jax.device_put(host, device)
+        expected = train_steps(tx, single, tx.init(single), jax.device_put(x, device), jax.device_put(y, device))
+
+        flat, view = fnopt.flat_params(host)
+        (key,) = flat
+        assert flat[key].shape[0] % N_DEVICES == 0, flat[key].shape
+        mesh = jax.make_mesh((N_DEVICES,), ("data",), axis_types=(AxisType.Auto,))
+        flat = jax.device_put(flat, NamedSharding(mesh, P("data")))
+        state = jax.jit(tx.init)(flat)
+        for moment in (state[0].mu, state[0].nu):
+            assert moment[key].sharding.is_equivalent_to(flat[key].sharding, 1), moment[key].sharding
+
+        @jax.jit
+        def step(flat, state, x, y):
+            loss, grads = jax.value_and_grad(lambda f: loss_fn(view(f), x, y))(flat)
+            flat, state = fnopt.apply_gradients(tx, grads, state, flat)
+            return flat, state, loss
+
+        xs, ys = (jax.device_put(v, NamedSharding(mesh, P("data", None))) for v in (x, y))
+        losses = []
+        for _ in range(5):
+            flat, state, loss = step(flat, state, xs, ys)
+            losses.append(float(loss))
+        assert flat[key].sharding.is_equivalent_to(state[0].mu[key].sharding, 1), flat[key].sharding
+        np.testing.assert_allclose(losses, expected[2], **TOL, err_msg="losses")
+        assert_trees_close(view(flat), expected[0], "params")
+        assert_trees_close(view(state[0].mu), expected[1][0].mu, "mu")
+        assert_trees_close(view(state[0].nu), expected[1][0].nu, "nu")
+        return f"losses {losses[0]:.4f} -> {losses[-1]:.4f}"
+
+    return check
+
+
 def checks() -> dict:
     out = {}
     for name in optimizers():
@@ -382,6 +428,7 @@ def checks() -> dict:
     out["shard_map_metric[update_value]"] = metric_check(via_report=False)
     out["shard_map_metric[report]"] = metric_check(via_report=True)
     out["shard_map_step"] = shard_map_step_check()
+    out["flat_params_step"] = flat_params_step_check()
     return out
 
 

@@ -34,6 +34,7 @@ CHECKS = [
     "shard_map_metric[update_value]",
     "shard_map_metric[report]",
     "shard_map_step",
+    "flat_params_step",
 ]
 
 
