@@ -26,23 +26,28 @@ def split(cases, fast):
             for case in cases]
 
 
-def sweep(cases, keep, key=None):
-    """``cases`` as pytest params, those whose ``key`` is not in ``keep`` marked slow.
+def _name(case):
+    return case[0] if isinstance(case, tuple) else case
 
-    ``key`` maps a case to the name looked up in ``keep`` (default: the case
-    itself, or its first item when it is a tuple). A name in ``keep`` that no
-    case has is an error, so a renamed alias cannot silently drop out of the
-    default run.
+
+def sweep(cases, keep):
+    """``cases`` as pytest params, those whose name (the case, or its first
+    item when it is a tuple) is not in ``keep`` marked slow.
+
+    A name in ``keep`` that no case has is an error, so a renamed alias cannot
+    silently drop out of the default run.
     """
-    if key is None:
-        key = lambda case: case[0] if isinstance(case, tuple) else case  # noqa: E731
     keep = set(keep)
-    names = {key(case) for case in cases}
-    if keep - names:
-        raise ValueError(f"sweep(keep=...): no case is named {sorted(keep - names)}")
-    return split(cases, lambda case: key(case) in keep)
+    missing = keep - {_name(case) for case in cases}
+    if missing:
+        raise ValueError(f"sweep(keep=...): no case is named {sorted(missing)}")
+    return split(cases, lambda case: _name(case) in keep)
 
 
-def base_name(name):
-    """A schedule case's factory name: ``one_cycle-cos-False`` -> ``one_cycle``."""
-    return name.split("-")[0]
+def kernel_modes(names, xla_keep):
+    """``(name, mode)`` params for a test run with the fused kernel
+    (``FNOPT_FUSED`` ``"1"``) and without it (``"0"``, XLA's path): every name
+    with the kernel, only ``xla_keep`` without it by default (XLA's path is the
+    plain ``update`` + ``apply_updates``, which the rest of the suite checks)."""
+    xla = sweep([(name, "0") for name in names], xla_keep)
+    return [*xla, *split([(name, "1") for name in names], lambda case: True)]

@@ -98,8 +98,10 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name,mode", sweeps.split(  # mode 0 (XLA's path) for two configs by default
-    [(name, mode) for mode in "01" for name in CONFIGS], lambda c: c[1] == "1" or c[0] in ("adam", "sgd momentum")))
+CONFIG_MODES = sweeps.kernel_modes(CONFIGS, ("adam", "sgd momentum"))
+
+
+@pytest.mark.parametrize("name,mode", CONFIG_MODES)
 def test_equals_update_then_apply(name, mode, monkeypatch):
     if mode == "1" and not KERNEL:
         pytest.skip("no fused kernel here")
@@ -291,8 +293,7 @@ WRAPPED = {
 }
 
 
-@pytest.mark.parametrize("name,mode", sweeps.split(  # mode 0 (XLA's path) for one wrapper by default
-    [(name, mode) for mode in "01" for name in WRAPPED], lambda c: c[1] == "1" or c[0] == "partition"))
+@pytest.mark.parametrize("name,mode", sweeps.kernel_modes(WRAPPED, ("partition",)))
 def test_inside_optax_wrappers(name, mode, monkeypatch):
     """fnopt optimizers inside Optax's wrappers: the wrapper's own step (no
     whole-step route), the same result as the two lines."""

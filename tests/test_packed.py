@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import sweeps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_apply_gradients import (
+    CONFIG_MODES,
     CONFIGS,
     KERNEL,
     assert_trees_close,
@@ -70,8 +70,7 @@ def test_pack_and_unpack_against_numpy():
     assert _packed.pack({}) == {} and _packed.unpack({}, {}) == {}
 
 
-@pytest.mark.parametrize("name,mode", sweeps.split(  # mode 0 (XLA's path) for two configs by default
-    [(name, mode) for mode in "01" for name in CONFIGS], lambda c: c[1] == "1" or c[0] in ("adam", "sgd momentum")))
+@pytest.mark.parametrize("name,mode", CONFIG_MODES)
 def test_equals_unpacked(name, mode, monkeypatch):
     """Packed, through update + apply and through apply_gradients (the packed
     kernel with mode 1), equals the unpacked two lines; the tree has leaves
