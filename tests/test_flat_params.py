@@ -302,6 +302,8 @@ def test_bad_labels_and_layouts():
         fnopt.flat_params(params, lambda p: jax.tree.map(lambda _: True, p))
     with pytest.raises(ValueError, match=r"flat_params\(labels=\.\.\.\): the labels' structure"):
         fnopt.flat_params(params, "decay")  # one label for a whole dict: give a tree or a function
+    with pytest.raises(TypeError, match=r"flat_params\(labels=\.\.\.\): label 0 is \['a'\], not a str"):
+        fnopt.flat_params({"w": jnp.ones(2)}, {"w": ["a"]})  # a list where one label belongs
     none_label = jax.tree.map(lambda _: "a", params)
     none_label["dense"]["b"] = None
     with pytest.raises(TypeError, match=r"flat_params\(labels=\.\.\.\): label 0 is None, not a str"):
@@ -342,3 +344,15 @@ def test_nonfinite_values_pass_through():
     back = view(flat)
     np.testing.assert_array_equal(np.asarray(back["a"]), [1.0, np.nan])
     np.testing.assert_array_equal(np.asarray(back["b"]), np.asarray(params["b"]))
+
+
+def test_bool_and_python_number_leaves_keep_their_own_buffers():
+    """A bool flag or a Python number among the params is a leaf of its own
+    dtype (NumPy's for the value): its own buffer, and the view gives it back."""
+    params = {"flag": True, "n": 3, "w": jnp.asarray([0.5, -1.5], F)}
+    flat, view = fnopt.flat_params(params)
+    assert sorted(flat) == sorted({np.dtype(bool).name, np.dtype(jnp.result_type(3)).name, FN})
+    np.testing.assert_array_equal(np.asarray(flat["bool"]), [True])
+    back = view(flat)
+    assert bool(back["flag"]) is True and int(back["n"]) == 3
+    np.testing.assert_array_equal(np.asarray(back["w"]), [0.5, -1.5])
